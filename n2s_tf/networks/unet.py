@@ -1,0 +1,104 @@
+"""A compact U-Net for CPUs (the Noise2Void / CSBDeep layout), optionally in its N2V2 variant.
+
+Each level has two conv -> BN -> ReLU; the encoder downsamples by 2x2 max-pooling, the decoder
+upsamples by 2x2 transposed convs (these export with unknown spatial size) and concatenates the
+encoder's features. A 1x1 conv maps to the output channels.
+
+N2V2 (Hoeck et al. 2022) removes the checkerboard artefacts of blind-spot training: max-blur-pool
+downsampling (2x2 max-pool with stride 1, then `BlurPool`) and no skip at full resolution.
+"""
+
+import keras
+
+from n2s_tf.networks import register
+from n2s_tf.networks.layers import BlurPool, network_input, receptive_field, spatial_layers
+
+
+def _conv_block(x, filters, kernel_size, batch_norm, layers):
+    """Two (conv -> [BN] -> ReLU); the conv has a bias only without BN."""
+    for _ in range(2):
+        x = layers.conv(filters, kernel_size, padding="same", use_bias=not batch_norm)(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(synchronized=True)(x)
+        x = keras.layers.ReLU()(x)
+    return x
+
+
+@register("unet")
+@keras.saving.register_keras_serializable(package="n2s_tf")
+class UNet(keras.Model):
+    """U-Net with `depth` downsamplings and `base_filters * 2**level` filters per level."""
+
+    def __init__(
+        self,
+        ndim=2,
+        channels=1,
+        depth=2,
+        base_filters=32,
+        kernel_size=3,
+        batch_norm=True,
+        n2v2=False,
+        name="unet",
+        **kwargs,
+    ):
+        if depth < 0 or base_filters < 1 or kernel_size < 1:
+            raise ValueError(
+                f"need depth >= 0, base_filters >= 1, kernel_size >= 1; "
+                f"got {depth}, {base_filters}, {kernel_size}"
+            )
+        layers = spatial_layers(ndim)
+        inputs = network_input(ndim, channels)
+        conv_path = [("conv", kernel_size)] * 2
+        down_path = [("conv", 2), ("down", 3, 1)] if n2v2 else [("down", 2, 0)]
+
+        x = inputs
+        path = []
+        skips = []
+        for level in range(depth):
+            x = _conv_block(x, base_filters * 2**level, kernel_size, batch_norm, layers)
+            skips.append(x)
+            if n2v2:
+                x = layers.max_pool(2, strides=1, padding="same")(x)
+                x = BlurPool()(x)
+            else:
+                x = layers.max_pool(2)(x)
+            path += conv_path + down_path
+        x = _conv_block(x, base_filters * 2**depth, kernel_size, batch_norm, layers)
+        path += conv_path
+        for level in reversed(range(depth)):
+            filters = base_filters * 2**level
+            x = layers.conv_transpose(filters, 2, strides=2, padding="same")(x)
+            if not (n2v2 and level == 0):
+                x = keras.layers.Concatenate()([x, skips[level]])
+            x = _conv_block(x, filters, kernel_size, batch_norm, layers)
+            path += [("up_transposed",)] + conv_path
+        # float32 output even under a mixed-precision policy (stable losses).
+        outputs = layers.conv(channels, 1, dtype="float32")(x)
+
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self.ndim = ndim
+        self.channels = channels
+        self.depth = depth
+        self.base_filters = base_filters
+        self.kernel_size = kernel_size
+        self.batch_norm = batch_norm
+        self.n2v2 = n2v2
+        self.stride = 2**depth
+        self.receptive_field = receptive_field(path, self.stride)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "ndim": self.ndim,
+            "channels": self.channels,
+            "depth": self.depth,
+            "base_filters": self.base_filters,
+            "kernel_size": self.kernel_size,
+            "batch_norm": self.batch_norm,
+            "n2v2": self.n2v2,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
