@@ -1,0 +1,207 @@
+"""Tiled prediction for images too large to go through the network at once.
+
+A 4k x 4k micrograph (or a tomogram) is cut into core tiles; each tile is predicted
+inside a larger window that adds `context` pixels of real image around it, and only
+the core is kept. Windows never reach outside the (stride-padded) image and always
+start on the stride grid, so every pixel a core output depends on is computed exactly
+as in a whole-image prediction: tiled and whole results agree to float round-off.
+All windows have one shape, so a `tf.function` predict_fn is traced once (twice
+with test-time augmentation on non-square windows).
+"""
+
+import math
+import sys
+import time
+from itertools import product
+
+import keras
+import numpy as np
+
+DEFAULT_TILE = {2: 1024, 3: 128}
+# Activations summed over all layers undercount the peak of a forward pass a little
+# (convolution scratch space, framework copies) and overcount it a little (not all
+# layer outputs are alive at once); a factor 2 keeps the estimate on the safe side.
+MEMORY_SAFETY = 2.0
+PROBE_SIZE = 128  # spatial size used to probe a model with unknown input size
+
+
+def _spatial_ndim(image):
+    if image.ndim not in (3, 4):
+        raise ValueError(f"expected an (H, W, C) image or a (D, H, W, C) volume, got shape {image.shape}")
+    return image.ndim - 1
+
+
+def pad_to_multiple(image, stride):
+    """Pad the high end of each spatial axis of `image` up to a multiple of `stride`.
+
+    Reflect padding (as the reference does) where the axis is longer than the pad;
+    an axis that is too short for reflection is edge-padded instead.
+    Returns (padded, original spatial shape).
+    """
+    spatial = image.shape[:-1]
+    for axis, size in enumerate(spatial):
+        pad = -size % stride
+        if pad:
+            widths = [(0, 0)] * image.ndim
+            widths[axis] = (0, pad)
+            image = np.pad(image, widths, mode="reflect" if pad < size else "edge")
+    return image, tuple(spatial)
+
+
+def crop(image, spatial_shape):
+    """Keep the low corner of `image` with the given spatial shape (undoes pad_to_multiple)."""
+    return image[tuple(slice(0, n) for n in spatial_shape)]
+
+
+def context_size(receptive_field, stride):
+    """Context pixels per side: ceil(receptive_field / 2) rounded up to a multiple of stride."""
+    return _round_up(math.ceil(receptive_field / 2), stride)
+
+
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple
+
+
+def choose_tile(spatial_shape, stride, receptive_field, tile=None, max_memory=None, bytes_per_pixel=None):
+    """Core tile side (a multiple of stride) for a padded image of `spatial_shape`.
+
+    `tile` is rounded up to a multiple of stride. With `max_memory` (bytes) the tile is
+    the largest whose window (tile + 2 * context per axis, clipped to the image) needs at
+    most max_memory at `bytes_per_pixel`, and never below 2 * stride. Otherwise 1024 (2D)
+    or 128 (3D). Tiles larger than an axis are clipped to it by the caller.
+    """
+    if tile is not None and max_memory is not None:
+        raise ValueError("give either tile or max_memory, not both")
+    if tile is not None:
+        if tile < 1:
+            raise ValueError(f"tile must be a positive number of pixels, got {tile}")
+        return _round_up(int(tile), stride)
+    if max_memory is None:
+        return _round_up(DEFAULT_TILE[len(spatial_shape)], stride)
+    if not bytes_per_pixel:
+        raise ValueError("max_memory needs bytes_per_pixel (see estimate_bytes_per_pixel)")
+    context = context_size(receptive_field, stride)
+    for candidate in range(_round_up(max(spatial_shape), stride), 2 * stride - 1, -stride):
+        window_pixels = math.prod(min(n, candidate + 2 * context) for n in spatial_shape)
+        if window_pixels * bytes_per_pixel <= max_memory:
+            return candidate
+    return 2 * stride
+
+
+def _axis_windows(size, tile, context):
+    """Along one axis: (core start, window start) pairs, the core length, the window length.
+
+    Cores of length min(tile, size) cover [0, size); the last one is moved back to end
+    at the image edge. A window keeps its length and slides inwards at the image edges,
+    where the real border replaces the missing context.
+    """
+    core = min(tile, size)
+    window = min(size, core + 2 * context)
+    starts = sorted({min(start, size - core) for start in range(0, size, core)})
+    return [(start, min(max(start - context, 0), size - window)) for start in starts], core, window
+
+
+def _predict(predict_fn, batch):
+    out = np.asarray(predict_fn(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+    if out.shape != batch.shape:
+        raise ValueError(f"predict_fn returned shape {out.shape} for an input of shape {batch.shape}")
+    return out
+
+
+def _predict_tta(predict_fn, batch):
+    """Mean of the predictions over the 8 rotations/flips of the (H, W) plane, each undone."""
+    plane = (-3, -2)
+    total = np.zeros(batch.shape, np.float64)  # float64 so that 8 equal values average exactly
+    for k in range(4):
+        for flip in (False, True):
+            view = np.flip(batch, -2) if flip else batch
+            out = np.rot90(_predict(predict_fn, np.rot90(view, k, plane)), -k, plane)
+            total += np.flip(out, -2) if flip else out
+    return (total / 8).astype(np.float32)
+
+
+class _Progress:
+    """One self-overwriting stderr line: tiles done / total, elapsed, time left."""
+
+    def __init__(self, total):
+        self.total, self.start = total, time.monotonic()
+
+    def update(self, done):
+        elapsed = time.monotonic() - self.start
+        left = elapsed / done * (self.total - done)
+        end = "\n" if done == self.total else ""
+        sys.stderr.write(f"\rtiles {done}/{self.total}  elapsed {elapsed:.1f} s  left {left:.1f} s{end}")
+        sys.stderr.flush()
+
+
+def predict_tiled(predict_fn, image, stride, receptive_field, tile=None, max_memory=None,
+                  bytes_per_pixel=None, tta=False, progress=False):
+    """Predict a standardized (H, W, C) image or (D, H, W, C) volume tile by tile.
+
+    predict_fn maps a float32 batch (1, *spatial, C), spatial sizes multiples of stride,
+    to an array of the same shape. receptive_field is the width along one axis of the
+    input region one output pixel depends on; each tile gets ceil(receptive_field / 2)
+    context pixels, rounded up to the stride, which covers a region centred on the pixel
+    (as in 'same'-padded U-Nets; the rounding leaves slack for off-centre by a few pixels).
+    The result then equals predict_whole(predict_fn, image, stride) up to float round-off.
+    tta=True averages the 8 rotations/flips of the (H, W) plane, applied per window.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    _spatial_ndim(image)
+    padded, spatial_shape = pad_to_multiple(image, stride)
+    tile = choose_tile(padded.shape[:-1], stride, receptive_field, tile, max_memory, bytes_per_pixel)
+    context = context_size(receptive_field, stride)
+    pairs_per_axis, cores, windows = zip(*(_axis_windows(n, tile, context) for n in padded.shape[:-1]))
+    predict = _predict_tta if tta else _predict
+    output = np.empty(padded.shape, np.float32)
+    combos = list(product(*pairs_per_axis))
+    meter = _Progress(len(combos)) if progress else None
+    for done, pairs in enumerate(combos, 1):
+        window = tuple(slice(w, w + n) for (_, w), n in zip(pairs, windows))
+        core_in_window = tuple(slice(s - w, s - w + n) for (s, w), n in zip(pairs, cores))
+        core = tuple(slice(s, s + n) for (s, _), n in zip(pairs, cores))
+        output[core] = predict(predict_fn, padded[window][None])[0][core_in_window]
+        if meter:
+            meter.update(done)
+    return crop(output, spatial_shape)
+
+
+def predict_whole(predict_fn, image, stride):
+    """Predict the whole image at once: reflect-pad to a multiple of stride, predict, crop."""
+    image = np.asarray(image, dtype=np.float32)
+    _spatial_ndim(image)
+    padded, spatial_shape = pad_to_multiple(image, stride)
+    return crop(_predict(predict_fn, padded[None])[0], spatial_shape)
+
+
+def denoise_array(predict_fn, image, stride, receptive_field, **tiling):
+    """Standardize each channel by its own mean/std, predict tiled, restore the input scale.
+
+    `tiling` is passed to predict_tiled (tile, max_memory, bytes_per_pixel, tta, progress).
+    The output is float32 with the input's scale; it is not clipped.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    spatial_axes = tuple(range(_spatial_ndim(image)))
+    mean = image.mean(axis=spatial_axes)
+    std = image.std(axis=spatial_axes)
+    std[std == 0] = 1.0
+    standardized = ((image - mean) / std).astype(np.float32)
+    prediction = predict_tiled(predict_fn, standardized, stride, receptive_field, **tiling)
+    return (prediction * std + mean).astype(np.float32)
+
+
+def estimate_bytes_per_pixel(model):
+    """Activation bytes a keras functional/Sequential model needs per input pixel.
+
+    Sums the float32 outputs of all layers for a symbolic probe input (128 px per
+    unknown spatial axis; no computation runs) and divides by the probe's pixel count,
+    times MEMORY_SAFETY. Only used to pick a tile size from a memory budget.
+    """
+    if not getattr(model, "inputs", None):
+        raise ValueError("estimate_bytes_per_pixel needs a built functional or Sequential keras model")
+    input_shape = model.inputs[0].shape
+    spatial = [PROBE_SIZE if n is None else n for n in input_shape[1:-1]]
+    probe = keras.Model(model.inputs, [layer.output for layer in model.layers])
+    specs = probe.compute_output_spec(keras.KerasTensor((1, *spatial, input_shape[-1])))
+    elements = sum(math.prod(spec.shape) for spec in keras.tree.flatten(specs))
+    return elements * 4 / math.prod(spatial) * MEMORY_SAFETY
