@@ -1,0 +1,73 @@
+"""The Python API, mirroring the command line.
+
+    import n2s_tf
+    result = n2s_tf.train(model="n2sp", steps=2000, model_dir="runs/demo")
+    model = n2s_tf.load_model(result["export_dir"])       # or "trained_models/general"
+    denoised = n2s_tf.denoise(noisy, model, tta=True)      # numpy in, numpy out
+"""
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from n2s_tf.config import TrainConfig
+
+TRAINED_MODELS = Path(__file__).resolve().parent.parent / "trained_models"
+# The shipped model test_single.py uses when --model is not given, by input kind.
+DEFAULT_MODELS = {"general": "general", "cryo": "cryoem"}
+CRYO_EXTENSIONS = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
+
+
+def train(config: Optional[TrainConfig] = None, export: bool = True, **fields):
+    """Train as train.py does; `fields` are TrainConfig fields (model=, steps=, data=, ...)."""
+    from n2s_tf.training import train as run
+
+    config = config or TrainConfig(**fields)
+    return run(config, export=export)
+
+
+def default_model_path(input_path: Optional[str] = None) -> str:
+    """The shipped model for an input file: the cryo-EM model for MRC files if shipped."""
+    cryo = input_path is not None and input_path.lower().endswith(CRYO_EXTENSIONS)
+    for kind in (("cryo", "general") if cryo else ("general",)):
+        path = TRAINED_MODELS / DEFAULT_MODELS[kind]
+        if path.exists():
+            return str(path)
+    raise FileNotFoundError(f"no shipped model in {TRAINED_MODELS}; pass --model")
+
+
+def load_model(path: Optional[str] = None):
+    """An exported model (version dir, model dir or training dir); default: the shipped one."""
+    from n2s_tf.export import LoadedModel
+
+    return LoadedModel(path or default_model_path())
+
+
+def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_memory: Optional[float] = None,
+            tta: bool = False, progress: bool = False) -> np.ndarray:
+    """Denoise one image (H, W[, C]) or volume (D, H, W[, C]); returns float32 in the input's units.
+
+    The image is standardized by its own mean and std, predicted in tiles with enough
+    context that no seam shows, and restored to its mean and std; no clipping.
+    """
+    from n2s_tf.inference import denoise_array
+
+    if model is None or isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    image = np.asarray(image, dtype=np.float32)
+    squeeze = image.ndim == model.ndim
+    if squeeze:
+        image = image[..., None]
+    if image.ndim != model.ndim + 1 or image.shape[-1] != model.channels:
+        raise ValueError(f"the model takes {model.ndim}D images with {model.channels} channel(s); "
+                         f"got an array of shape {image.shape}")
+    out = denoise_array(model.predict_standardized, image, model.stride, model.receptive_field,
+                        tile=tile, max_memory=max_memory,
+                        bytes_per_pixel=_bytes_per_pixel(model), tta=tta, progress=progress)
+    return out[..., 0] if squeeze else out
+
+
+def _bytes_per_pixel(model) -> Optional[float]:
+    return model.metadata.get("bytes_per_pixel")

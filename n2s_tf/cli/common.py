@@ -1,0 +1,62 @@
+"""What every command shares: flag parsing and user errors as one line with exit code 2."""
+
+import sys
+
+from absl import app, flags
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def _parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_main(main):
+    """app.run(main), with flag errors and user mistakes (ValueError and its kin: the
+    project's ConfigError and ImageFileError) printed as one line, exit code 2."""
+
+    def guarded(argv):
+        if len(argv) > 1:
+            print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)", file=sys.stderr)
+            sys.exit(2)
+        try:
+            return main(argv)
+        except USER_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    app.run(guarded, flags_parser=_parse_flags)
+
+
+def parse_ints(text: str, flag: str) -> tuple:
+    """'64' or '16,64,64' -> a tuple of positive ints."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ValueError(f"--{flag}={text!r} must be positive integers separated by commas")
+    return values
+
+
+def parse_network_args(text: str) -> dict:
+    """'depth=3,base_filters=48,n2v2=true' -> {'depth': 3, 'base_filters': 48, 'n2v2': True}."""
+    import json
+
+    args = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--network_args item {item!r} is not key=value")
+        try:
+            args[key.strip()] = json.loads(value.strip().lower() if value.strip().lower() in ("true", "false") else value)
+        except json.JSONDecodeError:
+            args[key.strip()] = value.strip()
+    return args

@@ -1,0 +1,99 @@
+"""`python test_single.py` / `n2s-denoise`: denoise images with an exported model.
+
+    python test_single.py                                    # the shipped example image
+    python test_single.py --input=mic.mrc --output=mic_dn.mrc --preview=mic_dn.png
+    python test_single.py --input='mics/*.mrc' --output=denoised/ --tta
+
+The output format follows the output's extension: MRC keeps the input's header
+(voxel size, origin, axis order; statistics recomputed), TIFF and NPY keep float32
+values unclipped, PNG is 8-bit. Inputs are never overwritten; outputs appear only
+when complete.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import flags
+
+from n2s_tf.cli.common import run_main
+
+FLAGS = flags.FLAGS
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "noisy_camera.png"
+
+flags.DEFINE_string("input", None, "image file, folder or glob (default: the shipped example image)")
+flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
+                                    "(default: <input name>_denoised<ext> in the current folder)")
+flags.DEFINE_string("model", None, "exported model or training directory (default: the shipped model "
+                                   "for the input's kind in trained_models/)")
+flags.DEFINE_integer("tile", None, "tile size in pixels (default: chosen from --max_memory)")
+flags.DEFINE_float("max_memory", 2.0, "memory budget for one tile's activations, in GB")
+flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and flips; 8x slower)")
+flags.DEFINE_string("preview", None, "also write an 8-bit PNG view (-3..+3 sigma); a folder for many inputs")
+flags.DEFINE_boolean("keep_extended_header", False, "MRC: copy the input's extended header to the output")
+flags.DEFINE_boolean("overwrite", False, "replace existing output files (inputs are never replaced)")
+
+
+def output_paths(inputs, output, suffix="_denoised"):
+    """Where each input's result goes; refuses to write over an input."""
+    many = len(inputs) > 1 or (output is not None and (output.endswith(os.sep) or os.path.isdir(output)))
+    paths = []
+    for path in inputs:
+        name = Path(path)
+        if output is None:
+            target = Path.cwd() / f"{name.stem}{suffix}{name.suffix}"
+        elif many:
+            target = Path(output) / name.name
+        else:
+            target = Path(output)
+        if target.resolve() == name.resolve():
+            raise ValueError(f"the output {target} would overwrite its input; choose another --output")
+        paths.append(str(target))
+    return paths
+
+
+def main(argv):
+    from n2s_tf import api, io
+
+    inputs = io.list_inputs(FLAGS.input) if FLAGS.input else [str(EXAMPLE)]
+    outputs = output_paths(inputs, FLAGS.output)
+    previews = output_paths(inputs, FLAGS.preview, suffix="_preview") if FLAGS.preview else [None] * len(inputs)
+    previews = [p and str(Path(p).with_suffix(".png")) for p in previews]
+    for target in outputs:
+        if os.path.exists(target) and not FLAGS.overwrite:
+            raise ValueError(f"{target} exists; pass --overwrite to replace it")
+    if FLAGS.output and len(inputs) > 1:
+        os.makedirs(FLAGS.output, exist_ok=True)
+    if FLAGS.preview and len(inputs) > 1:
+        os.makedirs(FLAGS.preview, exist_ok=True)
+
+    model = api.load_model(FLAGS.model or api.default_model_path(inputs[0]))
+    print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
+          f"{model.metadata['steps']} steps)", file=sys.stderr)
+    for source, target, preview in zip(inputs, outputs, previews):
+        start = time.time()
+        image = io.read_image(source)
+        if image.kind == "stack":
+            denoised = [api.denoise(plane, model, tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9,
+                                    tta=FLAGS.tta) for plane in image.data]
+            import numpy as np
+
+            denoised = np.stack(denoised)
+        else:
+            denoised = api.denoise(image.data, model, tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9,
+                                   tta=FLAGS.tta, progress=sys.stderr.isatty())
+        io.write_image(target, denoised, like=image, keep_extended_header=FLAGS.keep_extended_header,
+                       overwrite=FLAGS.overwrite)
+        if preview:
+            io.write_preview(preview, denoised, overwrite=FLAGS.overwrite)
+        print(f"wrote {target}" + (f" and {preview}" if preview else "") +
+              f" ({time.time() - start:.1f} s)")
+
+
+def run():
+    run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,152 @@
+"""One configuration record for a training run, and the table of methods.
+
+A method (n2s, n2sp, n2v, n2v2, n2n, n2t) is a small record that says which loss it
+uses, whether it masks, and whether it needs a second image per input. The trainer
+reads only these records, so adding a method is adding a row here and, if it is
+new, a loss in `losses.py`. Command-line flags map one to one onto `TrainConfig`.
+"""
+
+import dataclasses
+import json
+from typing import Optional
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; the CLI prints it as one line and exits 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    loss: str  # a key of n2s_tf.losses.LOSSES
+    masked: bool  # trains on a blind-spot masked copy of the input
+    target: Optional[str]  # None (self-supervised), "noisy" (N2N) or "clean" (N2T)
+    default_masking: str = "gaussian"
+    description: str = ""
+
+
+METHODS = {
+    m.name: m
+    for m in [
+        Method("n2s", "n2s", True, None, "gaussian",
+               "Noise2Same: self-supervised, invariance term weighted by lambda."),
+        Method("n2sp", "n2sp", True, None, "gaussian",
+               "Noise2SamePro: Noise2Same whose noise level is learned from the data "
+               "during the last --pro_steps steps."),
+        Method("n2v", "masked_mse", True, None, "uniform",
+               "Noise2Void: masked MSE on blind-spot pixels."),
+        Method("n2v2", "masked_mse", True, None, "median",
+               "N2V2: Noise2Void with median replacement; use --network=unet "
+               "(blur-pool, no top skip) to avoid checkerboard artefacts."),
+        Method("n2n", "mse", False, "noisy", description=
+               "Noise2Noise: MSE against a second noisy observation (even/odd halves)."),
+        Method("n2t", "mse", False, "clean", description=
+               "Noise2True: supervised MSE against clean targets."),
+    ]
+}
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "float16", "bfloat16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run; saved with checkpoints and exports."""
+
+    model: str = "n2sp"
+    steps: int = 8000
+    pro_steps: int = 500  # n2sp: the last pro_steps steps use the learned noise level
+    network: str = "unet"
+    network_args: dict = dataclasses.field(default_factory=dict)
+    ndim: int = 2
+    data: Optional[str] = None  # file, folder or glob; None = built-in demo set
+    target: Optional[str] = None  # folder of paired images (n2n: other half, n2t: clean)
+    clean: Optional[str] = None  # folder of clean references for validation PSNR
+    patch_size: tuple = (64, 64)
+    batch_size: int = 16
+    lr: float = 4e-4
+    lr_decay_steps: int = 5000  # the reference halves the rate every 5000 steps
+    lmbd: float = 2.0
+    masking: Optional[str] = None  # None = the method's default
+    mask_fraction: float = 0.005
+    augment: bool = True
+    model_dir: str = "runs/n2s"
+    checkpoint_every: int = 500
+    resume: bool = False
+    seed: int = 0
+    strategy: str = "auto"
+    cpu_devices: int = 0  # split the CPU into N logical devices (tests, CPU users)
+    mixed_precision: str = "float32"
+    jit_compile: bool = False  # XLA was slower on 2-core CPUs here; measure first
+
+    @property
+    def method(self) -> Method:
+        return METHODS[self.model]
+
+    @property
+    def masking_method(self) -> str:
+        return self.masking or self.method.default_masking
+
+    @property
+    def switch_step(self) -> int:
+        """First step that uses the learned noise level (n2sp; a run shorter than
+        pro_steps is all N2SP); never for other methods."""
+        if self.model != "n2sp":
+            return self.steps + 1
+        return max(self.steps - self.pro_steps, 0)
+
+    def validate(self, stride: Optional[int] = None) -> "TrainConfig":
+        """Raise ConfigError for unknown values and impossible combinations."""
+        from n2s_tf.masking import MASKING_METHODS
+        from n2s_tf.networks import NETWORKS
+
+        _one_of("model", self.model, METHODS)
+        _one_of("network", self.network, NETWORKS)
+        if self.method.masked:
+            _one_of("masking", self.masking_method, MASKING_METHODS)
+        _one_of("strategy", self.strategy, STRATEGIES)
+        _one_of("mixed_precision", self.mixed_precision, PRECISIONS)
+        if self.steps < 1:
+            raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+        if self.pro_steps < 0:
+            raise ConfigError(f"--pro_steps must not be negative, got {self.pro_steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch_size must be at least 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.mask_fraction < 1:
+            raise ConfigError(f"--mask_fraction must lie in (0, 1), got {self.mask_fraction}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint_every must be at least 1, got {self.checkpoint_every}")
+        if self.ndim not in (2, 3) or len(self.patch_size) != self.ndim:
+            raise ConfigError(
+                f"--patch_size {','.join(map(str, self.patch_size))} does not fit {self.ndim}D data"
+            )
+        if self.method.target and not self.target and self.data is not None:
+            kind = "second noisy half" if self.method.target == "noisy" else "clean target"
+            raise ConfigError(f"--model={self.model} needs --target (a folder with the {kind} of each --data file)")
+        if self.target and not self.method.target:
+            raise ConfigError(f"--target is only used by n2n and n2t, not --model={self.model}")
+        if stride is not None:
+            bad = [p for p in self.patch_size if p % stride or p < stride]
+            if bad:
+                raise ConfigError(
+                    f"--patch_size {','.join(map(str, self.patch_size))} must be a multiple of the "
+                    f"network's stride {stride} (and at least {stride})"
+                )
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        values = json.loads(text)
+        values["patch_size"] = tuple(values["patch_size"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _one_of(flag, value, valid):
+    if value not in valid:
+        raise ConfigError(f"--{flag}={value!r} is not one of: {', '.join(valid)}")

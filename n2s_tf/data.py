@@ -1,0 +1,183 @@
+"""Training data: per-image standardization, the demo set, and a stream of random patches.
+
+Whole images are kept in memory once (standardized float32); patches are cut on the
+fly, so memory does not grow with the number of patches. Each batch is a pure
+function of (seed, worker, step): a resumed run sees exactly the batches that the
+uninterrupted run would have seen, and workers of a multi-machine run see different
+ones.
+"""
+
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from n2s_tf.config import ConfigError
+
+DEMO_SIGMA = 25.0  # Gaussian noise on the 0-255 scale, as the Noise2Same BSD68 benchmark
+DEMO_SEED = 1234
+# Grayscale images that ship inside scikit-image (no download). Held-out images are
+# never trained on; they measure PSNR.
+DEMO_TRAIN = ("brick", "grass", "gravel", "moon", "page", "text", "clock", "cell",
+              "chelsea", "coffee", "rocket", "hubble_deep_field")
+DEMO_HELDOUT = ("camera", "coins", "astronaut")
+
+
+def standardize(image: np.ndarray, stats=None):
+    """(image - mean) / std per channel; returns (standardized, (mean, std)).
+
+    `stats` reuses another image's statistics (a target is put in its input's units).
+    """
+    axes = tuple(range(image.ndim - 1))
+    if stats is None:
+        mean = image.mean(axis=axes, dtype=np.float64)
+        std = image.std(axis=axes, dtype=np.float64)
+        std = np.where(std > 0, std, 1.0)
+        stats = (mean, std)
+    mean, std = stats
+    return ((image - mean) / std).astype(np.float32), stats
+
+
+def _gray_uint8(name: str) -> np.ndarray:
+    import skimage.color
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    if image.ndim == 3:
+        image = skimage.color.rgb2gray(image[..., :3]) * 255.0
+    return image.astype(np.float32)
+
+
+def demo_images(split: str = "heldout"):
+    """[(noisy, clean)] of the built-in demo set, (H, W, 1) float32 on the 0-255 scale.
+
+    The noise is Gaussian, sigma 25, from a fixed seed per image, and not clipped.
+    """
+    names = {"train": DEMO_TRAIN, "heldout": DEMO_HELDOUT}[split]
+    pairs = []
+    for index, name in enumerate(names):
+        clean = _gray_uint8(name)[..., None]
+        rng = np.random.default_rng([DEMO_SEED, index, split == "heldout"])
+        noisy = clean + rng.normal(0.0, DEMO_SIGMA, clean.shape).astype(np.float32)
+        pairs.append((noisy, clean))
+    return pairs
+
+
+def _random_patch(rng, arrays: Sequence[np.ndarray], patch_size, augment: bool):
+    """The same random crop (and rot90/flip) of every array in `arrays`."""
+    spatial = arrays[0].shape[:-1]
+    start = [rng.integers(0, s - p + 1) for s, p in zip(spatial, patch_size)]
+    window = tuple(slice(a, a + p) for a, p in zip(start, patch_size))
+    patches = [a[window] for a in arrays]
+    if augment:
+        # Rotate and flip in the last two spatial axes (the image plane of a volume).
+        h, w = len(spatial) - 2, len(spatial) - 1
+        square = patch_size[-1] == patch_size[-2]
+        k = rng.integers(0, 4) if square else 2 * rng.integers(0, 2)
+        flip = rng.integers(0, 2)
+        patches = [np.rot90(p, k, axes=(h, w)) for p in patches]
+        if flip:
+            patches = [np.flip(p, axis=w) for p in patches]
+    return patches
+
+
+def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worker=0,
+                  start_step=0, augment=True, swap_pairs=False):
+    """Yield batches x (N, *patch, C), or (x, y) when targets are given, forever.
+
+    Images are drawn in proportion to their number of pixels. `swap_pairs` swaps
+    input and target at random (Noise2Noise halves are interchangeable).
+    """
+    for image in inputs:
+        if any(s < p for s, p in zip(image.shape[:-1], patch_size)):
+            raise ConfigError(
+                f"an image of size {'x'.join(map(str, image.shape[:-1]))} is smaller than "
+                f"--patch_size {','.join(map(str, patch_size))}"
+            )
+    weights = np.array([image.size for image in inputs], dtype=np.float64)
+    weights /= weights.sum()
+    step = start_step
+    while True:
+        rng = np.random.default_rng([seed, worker, step])
+        xs, ys = [], []
+        for _ in range(batch_size):
+            i = rng.choice(len(inputs), p=weights)
+            arrays = [inputs[i]] if targets is None else [inputs[i], targets[i]]
+            patches = _random_patch(rng, arrays, patch_size, augment)
+            if swap_pairs and rng.integers(0, 2):
+                patches.reverse()
+            xs.append(patches[0])
+            if targets is not None:
+                ys.append(patches[1])
+        x = np.ascontiguousarray(np.stack(xs))
+        yield x if targets is None else (x, np.ascontiguousarray(np.stack(ys)))
+        step += 1
+
+
+def patch_dataset(inputs, targets=None, *, patch_size, batch_size, **kwargs) -> tf.data.Dataset:
+    """A tf.data stream of `patch_batches`, prefetched so the trainer never waits on numpy."""
+    channels = inputs[0].shape[-1]
+    spec = tf.TensorSpec((batch_size, *patch_size, channels), tf.float32)
+    signature = spec if targets is None else (spec, spec)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: patch_batches(inputs, targets, patch_size=patch_size, batch_size=batch_size, **kwargs),
+        output_signature=signature,
+    )
+    options = tf.data.Options()
+    # Every worker makes its own batches from its own seed; tf.data must not shard them.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options).prefetch(2)
+
+
+def load_training_data(config):
+    """Standardized training inputs, targets (or None) and validation pairs for `config`.
+
+    Validation pairs are (noisy, clean) in original units; they come from the demo
+    set's held-out images, or from --clean (same file names as --data).
+    """
+    from n2s_tf import io
+
+    if config.data is None:
+        train = demo_images("train")
+        if config.method.target == "noisy":
+            raise ConfigError("--model=n2n needs --data and --target (two noisy halves); the demo set has one")
+        inputs, targets = [], [] if config.method.target else None
+        for noisy, clean in train:
+            x, stats = standardize(noisy)
+            inputs.append(x)
+            if targets is not None:
+                targets.append(standardize(clean, stats)[0])
+        return inputs, targets, demo_images("heldout")
+
+    if config.target:
+        pairs = io.paired_files(config.data, config.target)
+        files = [a for a, _ in pairs]
+    else:
+        pairs, files = None, io.list_inputs(config.data)
+    inputs, targets = [], ([] if pairs else None)
+    for index, path in enumerate(files):
+        image = _training_image(io.read_image(path), config)
+        x, stats = standardize(image)
+        inputs.append(x)
+        if pairs:
+            target = _training_image(io.read_image(pairs[index][1]), config)
+            if target.shape != image.shape:
+                raise ConfigError(f"{pairs[index][1]} has shape {target.shape}, its pair {path} {image.shape}")
+            targets.append(standardize(target, stats)[0])
+    validation = []
+    if config.clean:
+        for noisy_path, clean_path in io.paired_files(config.data, config.clean):
+            validation.append((io.read_image(noisy_path).data, io.read_image(clean_path).data))
+    return inputs, targets, validation
+
+
+def _training_image(image, config) -> np.ndarray:
+    """The array of an io.Image, checked against the configured dimensionality."""
+    if image.ndim != config.ndim:
+        raise ConfigError(
+            f"{image.source} is {image.ndim}D but --patch_size is {config.ndim}D "
+            f"({','.join(map(str, config.patch_size))})"
+        )
+    if image.kind == "stack":
+        raise ConfigError(f"{image.source} is an image stack; split it into images or train on it as a volume")
+    return image.data

@@ -1,0 +1,136 @@
+"""SavedModels that TF Serving serves as they are, and loading them back.
+
+Layout: `<base>/<model_name>/<version>/` (TF Serving's). Two signatures:
+- `serving_default(images)`: float32 raw pixels, shape (N, H, W, C) or (N, D, H, W, C)
+  of any size; standardizes each image per channel, reflect-pads to the network's
+  stride, runs the network, crops and restores the input's mean and std inside the
+  graph, so a client sends pixels and gets denoised pixels (output `denoised`).
+- `predict_standardized(images)`: the bare network on standardized, stride-aligned
+  input; test_single.py uses it for tiled prediction of images too large for one pass.
+The training metadata (n2s_tf.json) and the Keras network (network.keras, for
+fine-tuning) travel in the SavedModel's assets.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+METADATA_FILE = "n2s_tf.json"
+NETWORK_FILE = "network.keras"
+DEFAULT_MODEL_NAME = "denoiser"
+
+
+def _standardize_pad(images, stride: int, ndim: int):
+    """In-graph per-image standardization and reflect padding (high end) to the stride."""
+    axes = list(range(1, ndim + 1))
+    mean = tf.reduce_mean(images, axis=axes, keepdims=True)
+    std = tf.math.reduce_std(images, axis=axes, keepdims=True)
+    std = tf.where(std > 0, std, tf.ones_like(std))
+    x = (images - mean) / std
+    shape = tf.shape(images)
+    pads = [[0, 0]] + [[0, (-shape[a]) % stride] for a in axes] + [[0, 0]]
+    return tf.pad(x, pads, mode="REFLECT"), mean, std, shape
+
+
+class _DenoiserModule(tf.Module):
+    def __init__(self, network: keras.Model, meta: dict, asset_paths):
+        super().__init__()
+        self.network = network
+        self.assets = [tf.saved_model.Asset(p) for p in asset_paths]
+        ndim, stride = meta["ndim"], meta["stride"]
+        spec = tf.TensorSpec([None] * (ndim + 1) + [meta["channels"]], tf.float32, name="images")
+
+        @tf.function(input_signature=[spec])
+        def serving_default(images):
+            x, mean, std, shape = _standardize_pad(images, stride, ndim)
+            y = tf.cast(self.network(x, training=False), tf.float32)
+            y = tf.slice(y, tf.zeros_like(shape), shape)
+            return {"denoised": y * std + mean}
+
+        @tf.function(input_signature=[spec])
+        def predict_standardized(images):
+            return {"output": tf.cast(self.network(images, training=False), tf.float32)}
+
+        self.serving_default = serving_default
+        self.predict_standardized = predict_standardized
+
+
+def export_model(network: keras.Model, meta: dict, base_dir: str,
+                 model_name: str = DEFAULT_MODEL_NAME, version: int = None) -> str:
+    """Write a versioned SavedModel; returns its directory. Never half-written: it is
+    saved under a temporary name that TF Serving ignores, then renamed."""
+    model_root = os.path.join(base_dir, model_name)
+    os.makedirs(model_root, exist_ok=True)
+    if version is None:
+        versions = [int(v) for v in os.listdir(model_root) if v.isdigit()]
+        version = max(versions, default=0) + 1
+    final = os.path.join(model_root, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} exists; export versions are never overwritten")
+    with tempfile.TemporaryDirectory() as staging:
+        meta_path = os.path.join(staging, METADATA_FILE)
+        with open(meta_path, "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+        network_path = os.path.join(staging, NETWORK_FILE)
+        network.save(network_path)
+        module = _DenoiserModule(network, meta, [meta_path, network_path])
+        tmp = os.path.join(model_root, f".tmp-{version}-{os.getpid()}")
+        tf.saved_model.save(module, tmp, signatures={
+            "serving_default": module.serving_default,
+            "predict_standardized": module.predict_standardized,
+        })
+    os.replace(tmp, final)
+    return final
+
+
+def resolve_export(path: str) -> str:
+    """The SavedModel directory for a version dir, a model dir (newest version), an
+    export base, or a training directory."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    for candidate in (path, os.path.join(path, DEFAULT_MODEL_NAME),
+                      os.path.join(path, "export", DEFAULT_MODEL_NAME)):
+        if os.path.isdir(candidate):
+            versions = [v for v in os.listdir(candidate)
+                        if v.isdigit() and os.path.exists(os.path.join(candidate, v, "saved_model.pb"))]
+            if versions:
+                return os.path.join(candidate, max(versions, key=int))
+    raise FileNotFoundError(f"no exported n2s_tf model in {path!r} (expected saved_model.pb, "
+                            f"<name>/<version>/ or a training directory with export/)")
+
+
+class LoadedModel:
+    """An exported model, ready for numpy prediction; see `n2s_tf.denoise`."""
+
+    def __init__(self, path: str):
+        self.path = resolve_export(path)
+        with open(os.path.join(self.path, "assets", METADATA_FILE)) as f:
+            self.metadata = json.load(f)
+        self._module = tf.saved_model.load(self.path)
+        self.stride = int(self.metadata["stride"])
+        self.receptive_field = int(self.metadata["receptive_field"])
+        self.ndim = int(self.metadata["ndim"])
+        self.channels = int(self.metadata["channels"])
+
+    def predict_standardized(self, batch) -> np.ndarray:
+        return self._module.predict_standardized(tf.convert_to_tensor(batch, tf.float32))["output"].numpy()
+
+    def serve(self, batch) -> np.ndarray:
+        """The serving signature, exactly as TF Serving runs it."""
+        return self._module.serving_default(tf.convert_to_tensor(batch, tf.float32))["denoised"].numpy()
+
+    def keras_network(self) -> keras.Model:
+        """The trainable Keras network (for fine-tuning / adaptation)."""
+        import n2s_tf.networks  # noqa: F401  registers the network classes
+
+        return keras.saving.load_model(os.path.join(self.path, "assets", NETWORK_FILE), compile=False)
+
+
+def copy_export(src: str, dst: str) -> None:
+    """Copy an export directory (used to ship a trained model in trained_models/)."""
+    shutil.copytree(resolve_export(src), dst)

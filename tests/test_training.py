@@ -1,0 +1,125 @@
+"""The one trainer: every method trains, resumes exactly, and exports a usable model."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from n2s_tf import data as data_lib
+from n2s_tf.config import ConfigError, TrainConfig
+from n2s_tf.export import LoadedModel
+from n2s_tf.training import train
+
+TINY = dict(network="unet", network_args={"depth": 1, "base_filters": 4}, patch_size=(16, 16),
+            batch_size=2, checkpoint_every=2, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two small noisy halves of the same smooth images, plus their clean version."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "clean"):
+        (root / name).mkdir()
+    yy, xx = np.mgrid[:40, :48]
+    for i in range(2):
+        clean = (np.sin(xx / (4 + i)) + np.cos(yy / 5)).astype(np.float32)[..., None] * 50 + 100
+        np.save(root / "clean" / f"img{i}.npy", clean)
+        for half in ("a", "b"):
+            np.save(root / half / f"img{i}.npy", clean + rng.normal(0, 20, clean.shape).astype(np.float32))
+    return root
+
+
+def _config(tmp_path, folders, **overrides):
+    values = dict(TINY, model_dir=str(tmp_path / "run"), data=str(folders / "a"), steps=4)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("model", ["n2s", "n2sp", "n2v", "n2v2", "n2n", "n2t"])
+def test_every_method_trains_and_exports(tmp_path, folders, model):
+    target = {"n2n": folders / "b", "n2t": folders / "clean"}.get(model)
+    config = _config(tmp_path, folders, model=model, target=str(target) if target else None,
+                     clean=str(folders / "clean"), pro_steps=2)
+    result = train(config)
+    losses = [h["loss"] for h in result["history"] if "loss" in h]
+    assert losses and np.all(np.isfinite(losses))
+    assert any("val_psnr" in h for h in result["history"])
+    loaded = LoadedModel(result["export_dir"])
+    assert loaded.metadata["method"] == model and loaded.metadata["steps"] == 4
+    image = np.load(folders / "a" / "img0.npy")[None, :37, :45]
+    out = loaded.serve(image)
+    assert out.shape == image.shape and np.all(np.isfinite(out))
+
+
+def test_n2sp_switches_to_learned_sigma(tmp_path, folders):
+    config = _config(tmp_path, folders, model="n2sp", steps=4, pro_steps=2)
+    assert config.switch_step == 2
+    history = train(config, export=False)["history"]
+    assert all(np.isfinite(h["sigma"]) for h in history if "sigma" in h)
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path, folders):
+    whole = train(_config(tmp_path / "whole", folders, model="n2s", steps=4), export=False)["model"]
+    # A run "killed" after its step-2 checkpoint, then resumed with the same flags.
+    train(_config(tmp_path / "split", folders, model="n2s", steps=2), export=False)
+    resumed = train(_config(tmp_path / "split", folders, model="n2s", steps=4, resume=True), export=False)
+    assert int(resumed["model"].optimizer.iterations) == 4
+    for a, b in zip(whole.network.get_weights(), resumed["model"].network.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    saved = json.load(open(tmp_path / "split" / "run" / "config.json"))
+    assert saved["model"] == "n2s" and saved["steps"] == 4
+
+
+def test_resume_refuses_other_flags_and_fresh_runs_refuse_old_dirs(tmp_path, folders):
+    train(_config(tmp_path, folders, model="n2s", steps=2), export=False)
+    with pytest.raises(ConfigError, match="flags differ"):
+        train(_config(tmp_path, folders, model="n2v", steps=4, resume=True), export=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_config(tmp_path, folders, model="n2s", steps=4), export=False)
+
+
+def test_impossible_combinations_are_config_errors(tmp_path, folders):
+    with pytest.raises(ConfigError, match="needs --target"):
+        _config(tmp_path, folders, model="n2n").validate()
+    with pytest.raises(ConfigError, match="multiple of the network's stride"):
+        _config(tmp_path, folders, patch_size=(18, 18)).validate(stride=4)
+    with pytest.raises(ConfigError, match="not one of"):
+        _config(tmp_path, folders, model="n3s").validate()
+
+
+def test_patch_batches_are_a_function_of_seed_and_step():
+    rng = np.random.default_rng(1)
+    images = [rng.normal(size=(30, 40, 1)).astype(np.float32), rng.normal(size=(50, 20, 1)).astype(np.float32)]
+    kwargs = dict(patch_size=(16, 16), batch_size=3, seed=7)
+    first = data_lib.patch_batches(images, **kwargs)
+    batches = [next(first) for _ in range(3)]
+    later = next(data_lib.patch_batches(images, start_step=2, **kwargs))
+    np.testing.assert_array_equal(batches[2], later)
+    other_worker = next(data_lib.patch_batches(images, worker=1, **kwargs))
+    assert not np.array_equal(batches[0], other_worker)
+    assert batches[0].shape == (3, 16, 16, 1)
+
+
+def test_pairs_share_crop_and_augmentation():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(40, 40, 1)).astype(np.float32)
+    x, y = next(data_lib.patch_batches([a], [a * 2], patch_size=(16, 16), batch_size=4, seed=3))
+    np.testing.assert_allclose(y, 2 * x)
+
+
+def test_standardize_uses_per_channel_stats():
+    image = np.stack([np.arange(12.0).reshape(3, 4), 100 + 3 * np.arange(12.0).reshape(3, 4)], -1)
+    x, (mean, std) = data_lib.standardize(image)
+    np.testing.assert_allclose(x.mean(axis=(0, 1)), 0, atol=1e-6)
+    np.testing.assert_allclose(x.std(axis=(0, 1)), 1, atol=1e-6)
+    np.testing.assert_allclose(mean, [5.5, 116.5])
+
+
+def test_demo_set_noise_level():
+    noisy, clean = data_lib.demo_images("heldout")[0]
+    assert noisy.shape == clean.shape and noisy.shape[-1] == 1
+    assert abs(float(np.std(noisy - clean)) - 25.0) < 0.5
+    psnr = 10 * np.log10(255.0 ** 2 / np.mean((noisy - clean) ** 2))
+    assert 19.9 < psnr < 20.4
