@@ -13,7 +13,6 @@ fine-tuning) travel in the SavedModel's assets.
 
 import json
 import os
-import shutil
 import tempfile
 
 import keras
@@ -25,16 +24,27 @@ NETWORK_FILE = "network.keras"
 DEFAULT_MODEL_NAME = "denoiser"
 
 
+def _pad_axis(x, axis: int, stride: int):
+    """Pad the high end of `axis` to a multiple of stride as inference.pad_to_multiple does:
+    reflect where the axis is longer than the pad, else repeat the edge."""
+    size = tf.shape(x)[axis]
+    pad = (-size) % stride
+    i = tf.range(size + pad)
+    reflect = (size - 1) - tf.abs((size - 1) - i)
+    edge = tf.minimum(i, size - 1)
+    return tf.gather(x, tf.where(pad < size, reflect, edge), axis=axis)
+
+
 def _standardize_pad(images, stride: int, ndim: int):
-    """In-graph per-image standardization and reflect padding (high end) to the stride."""
+    """In-graph per-image, per-channel standardization and padding to the stride."""
     axes = list(range(1, ndim + 1))
     mean = tf.reduce_mean(images, axis=axes, keepdims=True)
     std = tf.math.reduce_std(images, axis=axes, keepdims=True)
     std = tf.where(std > 0, std, tf.ones_like(std))
     x = (images - mean) / std
-    shape = tf.shape(images)
-    pads = [[0, 0]] + [[0, (-shape[a]) % stride] for a in axes] + [[0, 0]]
-    return tf.pad(x, pads, mode="REFLECT"), mean, std, shape
+    for axis in axes:
+        x = _pad_axis(x, axis, stride)
+    return x, mean, std, tf.shape(images)
 
 
 class _DenoiserModule(tf.Module):
@@ -129,8 +139,3 @@ class LoadedModel:
         import n2s_tf.networks  # noqa: F401  registers the network classes
 
         return keras.saving.load_model(os.path.join(self.path, "assets", NETWORK_FILE), compile=False)
-
-
-def copy_export(src: str, dst: str) -> None:
-    """Copy an export directory (used to ship a trained model in trained_models/)."""
-    shutil.copytree(resolve_export(src), dst)
