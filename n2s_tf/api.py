@@ -63,11 +63,10 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     if image.ndim != model.ndim + 1 or image.shape[-1] != model.channels:
         raise ValueError(f"the model takes {model.ndim}D images with {model.channels} channel(s); "
                          f"got an array of shape {image.shape}")
+    if tile is None and max_memory is not None:
+        memory = dict(max_memory=max_memory, bytes_per_pixel=model.metadata["bytes_per_pixel"])
+    else:
+        memory = {}
     out = denoise_array(model.predict_standardized, image, model.stride, model.receptive_field,
-                        tile=tile, max_memory=max_memory,
-                        bytes_per_pixel=_bytes_per_pixel(model), tta=tta, progress=progress)
+                        tile=tile, tta=tta, progress=progress, **memory)
     return out[..., 0] if squeeze else out
-
-
-def _bytes_per_pixel(model) -> Optional[float]:
-    return model.metadata.get("bytes_per_pixel")

@@ -82,6 +82,10 @@ def export_model(network: keras.Model, meta: dict, base_dir: str,
     final = os.path.join(model_root, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists; export versions are never overwritten")
+    from n2s_tf.inference import estimate_bytes_per_pixel
+
+    # test_single.py sizes its tiles from this and --max_memory.
+    meta = dict(meta, bytes_per_pixel=estimate_bytes_per_pixel(network))
     with tempfile.TemporaryDirectory() as staging:
         meta_path = os.path.join(staging, METADATA_FILE)
         with open(meta_path, "w") as f:

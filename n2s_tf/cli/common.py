@@ -1,8 +1,12 @@
 """What every command shares: flag parsing and user errors as one line with exit code 2."""
 
+import os
 import sys
 
-from absl import app, flags
+# Before TensorFlow is imported: keep its C++ start-up chatter off the user's terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
@@ -20,6 +24,7 @@ def run_main(main):
     project's ConfigError and ImageFileError) printed as one line, exit code 2."""
 
     def guarded(argv):
+        logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)", file=sys.stderr)
             sys.exit(2)

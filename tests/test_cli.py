@@ -1,0 +1,99 @@
+"""train.py and test_single.py as a user runs them: results, and one-line errors with exit 2."""
+
+import os
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pytest
+
+from n2s_tf import io
+from n2s_tf.export import export_model
+from n2s_tf.networks import build_network
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args, cwd=None):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True,
+                            text=True, cwd=cwd or ROOT, timeout=300)
+    return result
+
+
+def assert_user_error(result, words):
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0], result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    network = build_network("unet", depth=1, base_filters=4)
+    meta = {"ndim": 2, "channels": 1, "stride": network.stride, "receptive_field": network.receptive_field,
+            "method": "n2s", "network": "unet", "steps": 0}
+    return export_model(network, meta, str(tmp_path_factory.mktemp("export")))
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--model=n3s"], "--model='n3s' is not one of"),
+    (["--network=vgg"], "--network='vgg' is not one of"),
+    (["--masking=zeros"], "--masking='zeros' is not one of"),
+    (["--patch_size=30"], "multiple of the network's stride"),
+    (["--bogus=1"], "bogus"),
+    (["--model=n2n", "--data=/nonexistent_dir", "--patch_size=64"], "needs --target"),
+    (["--data=/nonexistent_dir/*.mrc"], "nonexistent_dir"),
+    (["--strategy=tpu"], "--strategy='tpu' is not one of"),
+])
+def test_train_rejects_bad_flags_in_one_line(tmp_path, args, words):
+    assert_user_error(run("train.py", f"--model_dir={tmp_path / 'run'}", "--steps=2", *args), words)
+
+
+def test_denoise_png_and_refuse_overwrites(tmp_path, tiny_export):
+    noisy = (np.random.default_rng(0).normal(128, 20, (45, 61))).clip(0, 255).astype(np.uint8)
+    io.write_image(str(tmp_path / "in.png"), noisy[..., None].astype(np.float32))
+    result = run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'out.tif'}",
+                 f"--model={tiny_export}", f"--preview={tmp_path / 'view.png'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = io.read_image(str(tmp_path / "out.tif")).data
+    assert out.shape == (45, 61, 1) and out.dtype == np.float32
+    assert os.path.exists(tmp_path / "view.png")
+    assert_user_error(run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'out.tif'}",
+                          f"--model={tiny_export}"), "exists")
+    assert_user_error(run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'in.png'}",
+                          f"--model={tiny_export}"), "overwrite its input")
+    assert_user_error(run("test_single.py", f"--input={tmp_path / 'missing.png'}", f"--model={tiny_export}"),
+                      "missing.png")
+    assert_user_error(run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--model={tmp_path}"),
+                      "no exported n2s_tf model")
+
+
+def test_denoise_many_mrc_keeps_headers(tmp_path, tiny_export):
+    (tmp_path / "mics").mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a.mrc", "b.mrc"):
+        with mrcfile.new(str(tmp_path / "mics" / name)) as mrc:
+            mrc.set_data(rng.integers(0, 4000, (40, 52)).astype(np.uint16))
+            mrc.voxel_size = 0.854
+            mrc.header.origin = (1.0, 2.0, 3.0)
+    result = run("test_single.py", f"--input={tmp_path / 'mics' / '*.mrc'}", f"--output={tmp_path / 'out'}/",
+                 f"--model={tiny_export}", "--tta")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("a.mrc", "b.mrc"):
+        with mrcfile.open(str(tmp_path / "out" / name)) as mrc:
+            assert mrc.data.dtype == np.float32 and mrc.data.shape == (40, 52)
+            np.testing.assert_allclose(mrc.voxel_size.x, 0.854, rtol=1e-6)
+            assert tuple(mrc.header.origin.item()) == (1.0, 2.0, 3.0)
+            assert abs(float(mrc.header.dmean) - float(mrc.data.mean())) < 1e-3 * float(mrc.data.std())
+        assert mrcfile.validate(str(tmp_path / "out" / name), print_file=open(os.devnull, "w"))
+
+
+def test_default_run_denoises_the_shipped_example(tmp_path):
+    """With no flags, test_single.py denoises the shipped example with the shipped model."""
+    if not os.path.isdir(os.path.join(ROOT, "trained_models", "general")):
+        pytest.fail("trained_models/general is missing: the repository must ship a default model")
+    result = run("test_single.py", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = tmp_path / "noisy_camera_denoised.png"
+    assert out.exists() and str(out) in result.stdout
