@@ -156,14 +156,15 @@ def load_training_data(config):
         pairs, files = None, io.list_inputs(config.data)
     inputs, targets = [], ([] if pairs else None)
     for index, path in enumerate(files):
-        image = _training_image(io.read_image(path), config)
-        x, stats = standardize(image)
-        inputs.append(x)
-        if pairs:
-            target = _training_image(io.read_image(pairs[index][1]), config)
-            if target.shape != image.shape:
-                raise ConfigError(f"{pairs[index][1]} has shape {target.shape}, its pair {path} {image.shape}")
-            targets.append(standardize(target, stats)[0])
+        images = _training_images(io.read_image(path), config)
+        others = _training_images(io.read_image(pairs[index][1]), config) if pairs else [None] * len(images)
+        for image, target in zip(images, others):
+            x, stats = standardize(image)
+            inputs.append(x)
+            if target is not None:
+                if target.shape != image.shape:
+                    raise ConfigError(f"{pairs[index][1]} has shape {target.shape}, its pair {path} {image.shape}")
+                targets.append(standardize(target, stats)[0])
     validation = []
     if config.clean:
         for noisy_path, clean_path in io.paired_files(config.data, config.clean):
@@ -171,13 +172,12 @@ def load_training_data(config):
     return inputs, targets, validation
 
 
-def _training_image(image, config) -> np.ndarray:
-    """The array of an io.Image, checked against the configured dimensionality."""
+def _training_images(image, config) -> list:
+    """The arrays of an io.Image (one per plane of a stack), checked against the configured
+    dimensionality; each is standardized on its own, as at prediction time."""
     if image.ndim != config.ndim:
         raise ConfigError(
             f"{image.source} is {image.ndim}D but --patch_size is {config.ndim}D "
             f"({','.join(map(str, config.patch_size))})"
         )
-    if image.kind == "stack":
-        raise ConfigError(f"{image.source} is an image stack; split it into images or train on it as a volume")
-    return image.data
+    return list(image.data) if image.kind == "stack" else [image.data]

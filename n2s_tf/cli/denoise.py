@@ -23,6 +23,8 @@ FLAGS = flags.FLAGS
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "noisy_camera.png"
 
 flags.DEFINE_string("input", None, "image file, folder or glob (default: the shipped example image)")
+flags.DEFINE_string("input_b", None, "Noise2Noise: the other halves (odd sums) of --input, same file names; "
+                                     "each half is denoised and the two are averaged")
 flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
                                     "(default: <input name>_denoised<ext> in the current folder)")
 flags.DEFINE_string("model", None, "exported model or training directory (default: the shipped model "
@@ -74,21 +76,31 @@ def main(argv):
     for source, target, preview in zip(inputs, outputs, previews):
         start = time.time()
         image = io.read_image(source)
-        if image.kind == "stack":
-            denoised = [api.denoise(plane, model, tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9,
-                                    tta=FLAGS.tta) for plane in image.data]
-            import numpy as np
-
-            denoised = np.stack(denoised)
-        else:
-            denoised = api.denoise(image.data, model, tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9,
-                                   tta=FLAGS.tta, progress=sys.stderr.isatty())
+        denoised = _denoise(image, model)
+        if FLAGS.input_b:
+            half = os.path.join(FLAGS.input_b, os.path.basename(source))
+            other = io.read_image(half)
+            if other.data.shape != image.data.shape:
+                raise ValueError(f"{half} has shape {other.data.shape}, its other half {source} {image.data.shape}")
+            denoised = (denoised + _denoise(other, model)) / 2
         io.write_image(target, denoised, like=image, keep_extended_header=FLAGS.keep_extended_header,
                        overwrite=FLAGS.overwrite)
         if preview:
             io.write_preview(preview, denoised, overwrite=FLAGS.overwrite)
         print(f"wrote {target}" + (f" and {preview}" if preview else "") +
               f" ({time.time() - start:.1f} s)")
+
+
+def _denoise(image, model):
+    """Denoise an io.Image: each plane of a stack on its own, else the whole image or volume."""
+    import numpy as np
+
+    from n2s_tf import api
+
+    tiling = dict(tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9, tta=FLAGS.tta)
+    if image.kind == "stack":
+        return np.stack([api.denoise(plane, model, **tiling) for plane in image.data])
+    return api.denoise(image.data, model, progress=sys.stderr.isatty(), **tiling)
 
 
 def run():
