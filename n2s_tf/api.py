@@ -12,7 +12,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from n2s_tf.config import TrainConfig
+from n2s_tf.config import ConfigError, TrainConfig
 
 TRAINED_MODELS = Path(__file__).resolve().parent.parent / "trained_models"
 # The shipped model test_single.py uses when --model is not given, by input kind.
@@ -61,7 +61,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     if squeeze:
         image = image[..., None]
     if image.ndim != model.ndim + 1 or image.shape[-1] != model.channels:
-        raise ValueError(f"the model takes {model.ndim}D images with {model.channels} channel(s); "
+        raise ConfigError(f"the model takes {model.ndim}D images with {model.channels} channel(s); "
                          f"got an array of shape {image.shape}")
     if tile is None and max_memory is not None:
         memory = dict(max_memory=max_memory, bytes_per_pixel=model.metadata["bytes_per_pixel"])

@@ -18,6 +18,8 @@ import urllib.request
 
 import numpy as np
 
+from n2s_tf.config import ConfigError
+
 SIGNATURE = "serving_default"
 INPUT_KEY = "images"
 OUTPUT_KEY = "denoised"
@@ -56,7 +58,7 @@ def _checked(out, batch, source) -> np.ndarray:
 def rest_endpoint(url: str, model_name: str = "denoiser", version: int = None) -> str:
     """TF Serving's REST predict address, e.g. http://host:8501/v1/models/denoiser:predict."""
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"the TF Serving URL must start with http:// or https://, got {url!r}")
+        raise ConfigError(f"the TF Serving URL must start with http:// or https://, got {url!r}")
     path = f"/v1/models/{model_name}" + (f"/versions/{int(version)}" if version is not None else "")
     return url.rstrip("/") + path + ":predict"
 
@@ -158,7 +160,7 @@ def main(argv):
     FLAGS = flags.FLAGS
     image = io.read_image(FLAGS.input)
     if os.path.exists(FLAGS.output) and not FLAGS.overwrite:  # say so before the server works
-        raise ValueError(f"{FLAGS.output} exists; pass --overwrite to replace it")
+        raise ConfigError(f"{FLAGS.output} exists; pass --overwrite to replace it")
     # A volume is one 3D item; a stack is already a batch of 2D images.
     batch = image.data[None] if image.kind == "volume" else image.data
     try:

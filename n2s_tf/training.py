@@ -13,6 +13,7 @@ every K steps, exact resume, progress, TensorBoard scalars, validation PSNR, exp
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -99,7 +100,11 @@ class Denoiser(keras.Model):
     def _track(self, loss, parts):
         for name, tracker in self.trackers.items():
             tracker.update_state(loss if name == "loss" else parts[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces logs there with strategy.reduce(MEAN, axis=0), which needs an axis.
+            logs = {name: value[None] for name, value in logs.items()}
+        return logs
 
 
 def _replica_sum():
@@ -108,6 +113,11 @@ def _replica_sum():
     if context is None or context.num_replicas_in_sync == 1:
         return None
     return lambda value: context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def current_step(optimizer) -> int:
+    """The optimizer's step count (a distributed variable under a strategy)."""
+    return int(tf.convert_to_tensor(optimizer.iterations.value).numpy())
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
@@ -159,11 +169,11 @@ class _RunMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.start_time = time.time()
-        self.start_step = int(self.model.optimizer.iterations)
+        self.start_step = current_step(self.model.optimizer)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations)
-        logs = {k: float(v) for k, v in (logs or {}).items()}
+        step = current_step(self.model.optimizer)
+        logs = {k: float(np.mean(v)) for k, v in (logs or {}).items()}
         done = step >= self.config.steps
         if step % self.log_every == 0 or done:
             self._report(step, logs)
@@ -242,16 +252,8 @@ def train(config: TrainConfig, export: bool = True, strategy: Optional[tf.distri
 
 def _train(config, strategy, chief, export):
     model_dir = config.model_dir
-    config_path = os.path.join(model_dir, "config.json")
-    if config.resume:
-        if not os.path.exists(config_path):
-            raise ConfigError(f"--resume: no run to resume in {model_dir} (config.json is missing)")
-        saved = TrainConfig.from_json(open(config_path).read())
-        if _run_defining(saved) != _run_defining(config):
-            raise ConfigError(f"--resume: the flags differ from the run in {model_dir}; "
-                              f"pass the same flags (or a new --model_dir)")
-    elif os.path.exists(os.path.join(model_dir, "checkpoints")):
-        raise ConfigError(f"{model_dir} already holds a run: pass --resume to continue it or choose a new --model_dir")
+    chief_checkpoints = os.path.join(model_dir, "checkpoints")
+    _check_run_dir(config, chief)
 
     inputs, targets, validation = data_lib.load_training_data(config)
     channels = inputs[0].shape[-1]
@@ -264,15 +266,19 @@ def _train(config, strategy, chief, export):
         optimizer.build(model.network.trainable_variables)
         checkpoint = tf.train.Checkpoint(network=model.network, optimizer=optimizer)
 
-    # Non-chief workers must take part in saving (it is collective) but write elsewhere.
-    ckpt_dir = os.path.join(model_dir, "checkpoints") if chief else tempfile.mkdtemp(prefix="n2s_worker_")
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=CHECKPOINTS_KEPT)
-    if config.resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    start = int(optimizer.iterations)
+    # Every worker takes part in saving (it may be collective), but only the chief writes
+    # into model_dir; the others write to a scratch folder removed at the end. Every worker
+    # resumes from the chief's checkpoints.
+    scratch = None if chief else tempfile.mkdtemp(prefix="n2s_worker_")
+    manager = tf.train.CheckpointManager(checkpoint, chief_checkpoints if chief else scratch,
+                                         max_to_keep=CHECKPOINTS_KEPT)
+    latest = tf.train.latest_checkpoint(chief_checkpoints)
+    if config.resume and latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    start = current_step(optimizer)
     if chief:
         os.makedirs(model_dir, exist_ok=True)
-        _atomic_write(config_path, config.to_json())
+        _atomic_write(os.path.join(model_dir, "config.json"), config.to_json())
         print(f"{'resuming at' if start else 'starting'} step {start} of {config.steps}: "
               f"{config.model} on {config.network} ({model.network.count_params():,} parameters), "
               f"{strategy.num_replicas_in_sync} replica(s), {len(inputs)} training image(s)",
@@ -289,14 +295,33 @@ def _train(config, strategy, chief, export):
         model.fit(dataset, epochs=math.ceil(config.steps / every), initial_epoch=start // every,
                   steps_per_epoch=every, callbacks=[monitor], verbose=0)
     result = {"model": model, "history": monitor.history, "model_dir": model_dir, "export_dir": None}
-    if export and chief:
+    if export:
         from n2s_tf.export import export_model
 
-        result["export_dir"] = export_model(
-            model.network, metadata(config, model.network, int(optimizer.iterations)),
-            os.path.join(model_dir, "export"))
-        print(f"exported SavedModel to {result['export_dir']}", file=sys.stderr, flush=True)
+        path = export_model(model.network, metadata(config, model.network, current_step(optimizer)),
+                            os.path.join(model_dir, "export") if chief else scratch)
+        if chief:
+            result["export_dir"] = path
+            print(f"exported SavedModel to {path}", file=sys.stderr, flush=True)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     return result
+
+
+def _check_run_dir(config, chief):
+    """--resume needs a run with the same flags; a fresh run must not mix with an old one."""
+    model_dir = config.model_dir
+    config_path = os.path.join(model_dir, "config.json")
+    if config.resume:
+        if not os.path.exists(config_path):
+            raise ConfigError(f"--resume: no run to resume in {model_dir} (config.json is missing)")
+        saved = TrainConfig.from_json(open(config_path).read())
+        if _run_defining(saved) != _run_defining(config):
+            raise ConfigError(f"--resume: the flags differ from the run in {model_dir}; "
+                              f"pass the same flags (or a new --model_dir)")
+    # Only the chief judges a fresh run: other workers could see the chief's new checkpoints.
+    elif chief and os.path.exists(os.path.join(model_dir, "checkpoints")):
+        raise ConfigError(f"{model_dir} already holds a run: pass --resume to continue it or choose a new --model_dir")
 
 
 def _run_defining(config: TrainConfig) -> dict:

@@ -8,7 +8,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+from n2s_tf.config import ConfigError  # noqa: E402
+from n2s_tf.io import ImageFileError  # noqa: E402
+
+# User mistakes print as one line; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ConfigError, ImageFileError, FileNotFoundError, FileExistsError)
 
 
 def _parse_flags(argv):
@@ -20,8 +24,7 @@ def _parse_flags(argv):
 
 
 def run_main(main):
-    """app.run(main), with flag errors and user mistakes (ValueError and its kin: the
-    project's ConfigError and ImageFileError) printed as one line, exit code 2."""
+    """app.run(main), with flag errors and user mistakes printed as one line, exit code 2."""
 
     def guarded(argv):
         logging.set_verbosity(logging.WARNING)
@@ -47,7 +50,7 @@ def parse_ints(text: str, flag: str) -> tuple:
     except ValueError:
         values = ()
     if not values or min(values) < 1:
-        raise ValueError(f"--{flag}={text!r} must be positive integers separated by commas")
+        raise ConfigError(f"--{flag}={text!r} must be positive integers separated by commas")
     return values
 
 
@@ -55,11 +58,16 @@ def parse_network_args(text: str) -> dict:
     """'depth=3,base_filters=48,n2v2=true' -> {'depth': 3, 'base_filters': 48, 'n2v2': True}."""
     import json
 
+    if text.strip().startswith("{"):
+        try:
+            return dict(json.loads(text))
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise ConfigError(f"--network_args is not a JSON object: {error}") from None
     args = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--network_args item {item!r} is not key=value")
+            raise ConfigError(f"--network_args item {item!r} is not key=value")
         try:
             args[key.strip()] = json.loads(value.strip().lower() if value.strip().lower() in ("true", "false") else value)
         except json.JSONDecodeError:

@@ -18,6 +18,7 @@ from pathlib import Path
 from absl import flags
 
 from n2s_tf.cli.common import run_main
+from n2s_tf.config import ConfigError
 
 FLAGS = flags.FLAGS
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "noisy_camera.png"
@@ -50,7 +51,7 @@ def output_paths(inputs, output, suffix="_denoised"):
         else:
             target = Path(output)
         if target.resolve() == name.resolve():
-            raise ValueError(f"the output {target} would overwrite its input; choose another --output")
+            raise ConfigError(f"the output {target} would overwrite its input; choose another --output")
         paths.append(str(target))
     return paths
 
@@ -64,7 +65,7 @@ def main(argv):
     previews = [p and str(Path(p).with_suffix(".png")) for p in previews]
     for target in outputs:
         if os.path.exists(target) and not FLAGS.overwrite:
-            raise ValueError(f"{target} exists; pass --overwrite to replace it")
+            raise ConfigError(f"{target} exists; pass --overwrite to replace it")
     if FLAGS.output and len(inputs) > 1:
         os.makedirs(FLAGS.output, exist_ok=True)
     if FLAGS.preview and len(inputs) > 1:
@@ -81,7 +82,7 @@ def main(argv):
             half = os.path.join(FLAGS.input_b, os.path.basename(source))
             other = io.read_image(half)
             if other.data.shape != image.data.shape:
-                raise ValueError(f"{half} has shape {other.data.shape}, its other half {source} {image.data.shape}")
+                raise ConfigError(f"{half} has shape {other.data.shape}, its other half {source} {image.data.shape}")
             denoised = (denoised + _denoise(other, model)) / 2
         io.write_image(target, denoised, like=image, keep_extended_header=FLAGS.keep_extended_header,
                        overwrite=FLAGS.overwrite)
