@@ -293,7 +293,7 @@ def _train(config, strategy, chief, export):
     if start < config.steps:
         every = config.checkpoint_every
         model.fit(dataset, epochs=math.ceil(config.steps / every), initial_epoch=start // every,
-                  steps_per_epoch=every, callbacks=[monitor], verbose=0)
+                  steps_per_epoch=every, callbacks=[monitor], verbose=0, shuffle=False)
     result = {"model": model, "history": monitor.history, "model_dir": model_dir, "export_dir": None}
     if export:
         from n2s_tf.export import export_model
