@@ -4,7 +4,8 @@
 
 Every network maps (N, *spatial, channels) to the same shape with a linear float32 output, and
 has the attributes `ndim`, `channels`, `stride` (spatial sizes must be multiples of it) and
-`receptive_field` (pixels along one axis that can influence one output pixel).
+`receptive_field` (width of the centred window, along one axis, holding every input pixel
+that can influence one output pixel: tiled inference gives each tile half of it as context).
 """
 
 NETWORKS = {}

@@ -9,14 +9,15 @@ maps to the output channels. Without skips, all detail has to pass the bottlenec
 import keras
 
 from n2s_tf.networks import register
-from n2s_tf.networks.layers import ResizeBy2, network_input, receptive_field, spatial_layers
+from n2s_tf.networks.base import DenoisingNetwork
+from n2s_tf.networks.layers import ResizeBy2, network_input, spatial_layers
 
 MAX_FILTERS = 256
 
 
 @register("encoder_decoder")
 @keras.saving.register_keras_serializable(package="n2s_tf")
-class EncoderDecoder(keras.Model):
+class EncoderDecoder(DenoisingNetwork):
     """Encoder-decoder of `blocks` downsamplings; `kernel_sizes` (one per block) default to 3."""
 
     def __init__(
@@ -51,26 +52,6 @@ class EncoderDecoder(keras.Model):
         # float32 output even under a mixed-precision policy (stable losses).
         outputs = layers.conv(channels, 1, dtype="float32")(x)
 
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self.ndim = ndim
-        self.channels = channels
-        self.blocks = blocks
-        self.base_filters = base_filters
-        self.kernel_sizes = kernel_sizes
-        self.stride = 2**blocks
-        self.receptive_field = receptive_field(path, self.stride)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "ndim": self.ndim,
-            "channels": self.channels,
-            "blocks": self.blocks,
-            "base_filters": self.base_filters,
-            "kernel_sizes": list(self.kernel_sizes),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        super().__init__(inputs, outputs, name=name, args=dict(ndim=ndim, channels=channels, blocks=blocks,
+                                                             base_filters=base_filters, kernel_sizes=list(kernel_sizes)),
+                         stride=2**blocks, path=path, **kwargs)

@@ -15,7 +15,8 @@ Glorot-uniform (the Keras default). About 5.56 M parameters in 2D grayscale.
 import keras
 
 from n2s_tf.networks import register
-from n2s_tf.networks.layers import network_input, receptive_field, spatial_layers
+from n2s_tf.networks.base import DenoisingNetwork
+from n2s_tf.networks.layers import network_input, spatial_layers
 
 _RES_BLOCK_PATH = [("conv", 3), ("conv", 3)]
 
@@ -39,7 +40,7 @@ def _res_block(x, filters, layers):
 
 @register("resunet")
 @keras.saving.register_keras_serializable(package="n2s_tf")
-class ResUNet(keras.Model):
+class ResUNet(DenoisingNetwork):
     """Residual U-Net of `depth` levels (`depth - 1` downsamplings), filters doubling per level."""
 
     def __init__(self, ndim=2, channels=1, depth=3, base_filters=96, name="resunet", **kwargs):
@@ -68,24 +69,5 @@ class ResUNet(keras.Model):
         # float32 output even under a mixed-precision policy (stable losses).
         outputs = layers.conv(channels, 1, use_bias=False, dtype="float32")(x)
 
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self.ndim = ndim
-        self.channels = channels
-        self.depth = depth
-        self.base_filters = base_filters
-        self.stride = 2 ** (depth - 1)
-        self.receptive_field = receptive_field(path, self.stride)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "ndim": self.ndim,
-            "channels": self.channels,
-            "depth": self.depth,
-            "base_filters": self.base_filters,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        super().__init__(inputs, outputs, name=name, args=dict(ndim=ndim, channels=channels, depth=depth, base_filters=base_filters),
+                         stride=2 ** (depth - 1), path=path, **kwargs)

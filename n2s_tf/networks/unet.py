@@ -11,7 +11,8 @@ downsampling (2x2 max-pool with stride 1, then `BlurPool`) and no skip at full r
 import keras
 
 from n2s_tf.networks import register
-from n2s_tf.networks.layers import BlurPool, network_input, receptive_field, spatial_layers
+from n2s_tf.networks.base import DenoisingNetwork
+from n2s_tf.networks.layers import BlurPool, network_input, spatial_layers
 
 
 def _conv_block(x, filters, kernel_size, batch_norm, layers):
@@ -26,7 +27,7 @@ def _conv_block(x, filters, kernel_size, batch_norm, layers):
 
 @register("unet")
 @keras.saving.register_keras_serializable(package="n2s_tf")
-class UNet(keras.Model):
+class UNet(DenoisingNetwork):
     """U-Net with `depth` downsamplings and `base_filters * 2**level` filters per level."""
 
     def __init__(
@@ -75,30 +76,5 @@ class UNet(keras.Model):
         # float32 output even under a mixed-precision policy (stable losses).
         outputs = layers.conv(channels, 1, dtype="float32")(x)
 
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self.ndim = ndim
-        self.channels = channels
-        self.depth = depth
-        self.base_filters = base_filters
-        self.kernel_size = kernel_size
-        self.batch_norm = batch_norm
-        self.n2v2 = n2v2
-        self.stride = 2**depth
-        self.receptive_field = receptive_field(path, self.stride)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "ndim": self.ndim,
-            "channels": self.channels,
-            "depth": self.depth,
-            "base_filters": self.base_filters,
-            "kernel_size": self.kernel_size,
-            "batch_norm": self.batch_norm,
-            "n2v2": self.n2v2,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        super().__init__(inputs, outputs, name=name, args=dict(ndim=ndim, channels=channels, depth=depth, base_filters=base_filters, kernel_size=kernel_size, batch_norm=batch_norm, n2v2=n2v2),
+                         stride=2**depth, path=path, **kwargs)

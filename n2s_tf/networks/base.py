@@ -1,0 +1,27 @@
+"""The base of every network: a functional keras.Model that remembers its constructor arguments.
+
+Subclasses build their graph in `__init__` and hand it here with their arguments, stride and
+receptive-field path; `get_config` returns exactly those arguments, so `from_config` (and
+`.keras` loading) rebuilds the same network.
+"""
+
+import keras
+
+from n2s_tf.networks.layers import receptive_field
+
+
+class DenoisingNetwork(keras.Model):
+    def __init__(self, inputs, outputs, *, name, args, stride, path, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._args = dict(args)
+        for key, value in self._args.items():
+            setattr(self, key, value)
+        self.stride = stride
+        self.receptive_field = receptive_field(path, stride)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **self._args}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
