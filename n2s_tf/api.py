@@ -46,11 +46,13 @@ def load_model(path: Optional[str] = None):
 
 
 def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_memory: Optional[float] = None,
-            tta: bool = False, progress: bool = False) -> np.ndarray:
+            tta: bool = False, progress: bool = False, adapt_steps: int = 0,
+            adapt_method: str = "n2s") -> np.ndarray:
     """Denoise one image (H, W[, C]) or volume (D, H, W[, C]); returns float32 in the input's units.
 
     The image is standardized by its own mean and std, predicted in tiles with enough
     context that no seam shows, and restored to its mean and std; no clipping.
+    `adapt_steps` > 0 first fine-tunes a copy of the model on this image, self-supervised.
     """
     from n2s_tf.inference import denoise_array
 
@@ -63,10 +65,16 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     if image.ndim != model.ndim + 1 or image.shape[-1] != model.channels:
         raise ConfigError(f"the model takes {model.ndim}D images with {model.channels} channel(s); "
                          f"got an array of shape {image.shape}")
+    predict = model.predict_standardized
+    if adapt_steps:
+        from n2s_tf.training import adapt
+
+        network = adapt(model.keras_network(), [image], method=adapt_method, steps=adapt_steps)
+        predict = lambda batch: network(batch, training=False).numpy()  # noqa: E731
     if tile is None and max_memory is not None:
         memory = dict(max_memory=max_memory, bytes_per_pixel=model.metadata["bytes_per_pixel"])
     else:
         memory = {}
-    out = denoise_array(model.predict_standardized, image, model.stride, model.receptive_field,
+    out = denoise_array(predict, image, model.stride, model.receptive_field,
                         tile=tile, tta=tta, progress=progress, **memory)
     return out[..., 0] if squeeze else out

@@ -59,6 +59,12 @@ def test_denoise_png_and_refuse_overwrites(tmp_path, tiny_export):
     out = io.read_image(str(tmp_path / "out.tif")).data
     assert out.shape == (45, 61, 1) and out.dtype == np.float32
     assert os.path.exists(tmp_path / "view.png")
+    # Adaptation fine-tunes a copy of the model on the input first: a different result.
+    result = run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'adapted.tif'}",
+                 f"--model={tiny_export}", "--adapt_steps=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    adapted = io.read_image(str(tmp_path / "adapted.tif")).data
+    assert adapted.shape == out.shape and not np.allclose(adapted, out)
     assert_user_error(run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'out.tif'}",
                           f"--model={tiny_export}"), "exists")
     assert_user_error(run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'in.png'}",

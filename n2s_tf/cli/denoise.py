@@ -32,6 +32,9 @@ flags.DEFINE_string("model", None, "exported model or training directory (defaul
                                    "for the input's kind in trained_models/)")
 flags.DEFINE_integer("tile", None, "tile size in pixels (default: chosen from --max_memory)")
 flags.DEFINE_float("max_memory", 2.0, "memory budget for one tile's activations, in GB")
+flags.DEFINE_integer("adapt_steps", 0, "first fine-tune the model on each input for N self-supervised steps "
+                                       "(a few hundred; adapts it to the image's content and noise level)")
+flags.DEFINE_string("adapt_method", "n2s", "loss used by --adapt_steps: n2s, n2sp, n2v or n2v2")
 flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and flips; 8x slower)")
 flags.DEFINE_string("preview", None, "also write an 8-bit PNG view (-3..+3 sigma); a folder for many inputs")
 flags.DEFINE_boolean("keep_extended_header", False, "MRC: copy the input's extended header to the output")
@@ -98,7 +101,8 @@ def _denoise(image, model):
 
     from n2s_tf import api
 
-    tiling = dict(tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9, tta=FLAGS.tta)
+    tiling = dict(tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9, tta=FLAGS.tta,
+                  adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method)
     if image.kind == "stack":
         return np.stack([api.denoise(plane, model, **tiling) for plane in image.data])
     return api.denoise(image.data, model, progress=sys.stderr.isatty(), **tiling)
