@@ -131,7 +131,10 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 def build_denoiser(config: TrainConfig, channels: int) -> Denoiser:
-    network = networks.build_network(config.network, ndim=config.ndim, channels=channels, **config.network_args)
+    try:
+        network = networks.build_network(config.network, ndim=config.ndim, channels=channels, **config.network_args)
+    except (TypeError, ValueError) as error:  # an unknown or impossible --network_args value
+        raise ConfigError(f"--network={config.network} --network_args: {error}") from None
     return Denoiser(network, config)
 
 

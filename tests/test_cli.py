@@ -45,6 +45,8 @@ def tiny_export(tmp_path_factory):
     (["--model=n2n", "--data=/nonexistent_dir", "--patch_size=64"], "needs --target"),
     (["--data=/nonexistent_dir/*.mrc"], "nonexistent_dir"),
     (["--strategy=tpu"], "--strategy='tpu' is not one of"),
+    (["--network_args=colour=1"], "--network_args"),
+    (["--network_args=depth=-1"], "--network_args"),
 ])
 def test_train_rejects_bad_flags_in_one_line(tmp_path, args, words):
     assert_user_error(run("train.py", f"--model_dir={tmp_path / 'run'}", "--steps=2", *args), words)

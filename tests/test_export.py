@@ -67,7 +67,9 @@ def test_versions_count_up_and_are_never_overwritten(network_2d, tmp_path):
     assert sorted(os.listdir(model_dir)) == ["1", "2"]  # no staging directory left behind
     assert resolve_export(str(model_dir)) == second
     assert resolve_export(str(tmp_path)) == second
-    assert LoadedModel(str(model_dir)).metadata == meta
+    loaded_meta = LoadedModel(str(model_dir)).metadata
+    assert {k: loaded_meta[k] for k in meta} == meta
+    assert loaded_meta["bytes_per_pixel"] > 0  # the exporter adds it for tile sizing
     with pytest.raises(FileExistsError, match="never overwritten"):
         export_model(network_2d, meta, str(tmp_path), version=2)
 

@@ -9,9 +9,14 @@ import keras
 
 from n2s_tf.networks.layers import receptive_field
 
+KERAS_ARGS = {"trainable", "dtype"}  # what keras.Model itself may be given by from_config
+
 
 class DenoisingNetwork(keras.Model):
     def __init__(self, inputs, outputs, *, name, args, stride, path, **kwargs):
+        unknown = sorted(set(kwargs) - KERAS_ARGS)
+        if unknown:  # Keras would silently ignore a misspelt option
+            raise TypeError(f"{type(self).__name__} has no option {', '.join(unknown)}")
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._args = dict(args)
         for key, value in self._args.items():
