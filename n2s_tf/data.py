@@ -7,7 +7,7 @@ uninterrupted run would have seen, and workers of a multi-machine run see differ
 ones.
 """
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf

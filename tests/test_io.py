@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from n2s_tf import io
 from n2s_tf.io import Image, ImageFileError
 
-EMD_3197 = "/work/shared/data/EMD-3197.map"
+EMD_3197 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "EMD-3197.map")
 
 
 def ramp(shape, dtype=np.float32, low=-3.0):
@@ -382,7 +382,7 @@ def test_image_ndim_and_shape_check():
 # ----------------------------------------------------------------------------- optional real file
 
 
-@pytest.mark.skipif(not os.path.exists(EMD_3197), reason="optional real map /work/shared/data/EMD-3197.map absent")
+@pytest.mark.skipif(not os.path.exists(EMD_3197), reason="optional real map ../shared/data/EMD-3197.map absent")
 def test_real_emdb_map_emd_3197(tmp_path):
     image = io.read_image(EMD_3197)
     assert (image.kind, image.data.shape, image.dtype) == ("volume", (20, 20, 20, 1), "float32")

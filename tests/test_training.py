@@ -1,7 +1,6 @@
 """The one trainer: every method trains, resumes exactly, and exports a usable model."""
 
 import json
-import os
 
 import numpy as np
 import pytest
