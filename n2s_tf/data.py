@@ -10,7 +10,6 @@ ones.
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from n2s_tf.config import ConfigError
 
@@ -114,8 +113,10 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
         step += 1
 
 
-def patch_dataset(inputs, targets=None, *, patch_size, batch_size, **kwargs) -> tf.data.Dataset:
+def patch_dataset(inputs, targets=None, *, patch_size, batch_size, **kwargs):
     """A tf.data stream of `patch_batches`, prefetched so the trainer never waits on numpy."""
+    import tensorflow as tf  # here only: standardize() above serves TensorFlow-free callers too
+
     channels = inputs[0].shape[-1]
     spec = tf.TensorSpec((batch_size, *patch_size, channels), tf.float32)
     signature = spec if targets is None else (spec, spec)

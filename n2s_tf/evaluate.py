@@ -80,7 +80,8 @@ def baseline_denoiser(baseline: str, name: Optional[str] = None, **params) -> De
     def run(image):
         image = np.asarray(image, dtype=np.float32)
         x = image[..., None] if image.ndim == 2 else image  # baselines take channels-last arrays
-        # Standardized per channel, as n2s_tf.data.standardize does (not imported: it loads TensorFlow).
+        # Standardized per channel like data.standardize, but with float32 statistics: a baseline
+        # is scored in the image's own precision.
         axes = tuple(range(x.ndim - 1))
         mean, std = x.mean(axis=axes), x.std(axis=axes)
         std = np.where(std > 0, std, 1.0)

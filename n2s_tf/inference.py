@@ -180,12 +180,10 @@ def denoise_array(predict_fn, image, stride, receptive_field, **tiling):
     `tiling` is passed to predict_tiled (tile, max_memory, bytes_per_pixel, tta, progress).
     The output is float32 with the input's scale; it is not clipped.
     """
-    image = np.asarray(image, dtype=np.float64)
-    spatial_axes = tuple(range(_spatial_ndim(image)))
-    mean = image.mean(axis=spatial_axes)
-    std = image.std(axis=spatial_axes)
-    std[std == 0] = 1.0
-    standardized = ((image - mean) / std).astype(np.float32)
+    from n2s_tf.data import standardize
+
+    _spatial_ndim(image)
+    standardized, (mean, std) = standardize(np.asarray(image, dtype=np.float64))
     prediction = predict_tiled(predict_fn, standardized, stride, receptive_field, **tiling)
     return (prediction * std + mean).astype(np.float32)
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 from n2s_tf import data as data_lib
 from n2s_tf import distribute, losses, masking, metrics, networks
 from n2s_tf.config import ConfigError, TrainConfig
-from n2s_tf.inference import predict_whole
+from n2s_tf.inference import denoise_array
 
 CHECKPOINTS_KEPT = 3
 
@@ -208,11 +208,10 @@ class _RunMonitor(keras.callbacks.Callback):
 
     def _validate(self, step):
         network = self.model.network
-        fn = lambda x: network(x, training=False)
+        fn = lambda x: network(x, training=False)  # noqa: E731
         scores = []
         for noisy, clean in self.validation:
-            x, (mean, std) = data_lib.standardize(noisy)
-            denoised = predict_whole(fn, x, network.stride) * std + mean
+            denoised = denoise_array(fn, noisy, network.stride, network.receptive_field)
             scores.append(metrics.psnr(clean, denoised, data_range=_data_range(clean)))
         value = float(np.mean(scores))
         if self.chief:
