@@ -37,7 +37,8 @@ def standardize(image: np.ndarray, stats=None):
     return ((image - mean) / std).astype(np.float32), stats
 
 
-def _gray_uint8(name: str) -> np.ndarray:
+def skimage_gray(name: str) -> np.ndarray:
+    """A scikit-image sample image by name, in grayscale on the 0-255 scale, float32 (H, W)."""
     import skimage.color
     import skimage.data
 
@@ -55,7 +56,7 @@ def demo_images(split: str = "heldout"):
     names = {"train": DEMO_TRAIN, "heldout": DEMO_HELDOUT}[split]
     pairs = []
     for index, name in enumerate(names):
-        clean = _gray_uint8(name)[..., None]
+        clean = skimage_gray(name)[..., None]
         rng = np.random.default_rng([DEMO_SEED, index, split == "heldout"])
         noisy = clean + rng.normal(0.0, DEMO_SIGMA, clean.shape).astype(np.float32)
         pairs.append((noisy, clean))

@@ -1,0 +1,206 @@
+"""Cryo-EM denoising on simulated micrographs with a known clean image, against the field.
+
+    python bench/cryo.py --out=results/cryo                 # SNR 0.05, 0.1, 0.3; peers included
+    python bench/cryo.py --snrs=sweep --size=512 --particles=10 --steps=300 \
+        --methods=n2n,n2v,n2s,n2sp,lowpass0.05,lowpass0.001,gaussian2 --out=results/snr_sweep
+
+For each SNR one micrograph of randomly oriented copies of the PDB model is simulated
+(CTF-modulated, white noise; with an independent second noise draw for N2N, like the
+even/odd frame sums of a movie). Methods, all scored standardized against the clean image
+(PSNR, cross-correlation, FRC; n2s_tf.evaluate):
+- n2s_tf trained from scratch on the micrograph (n2n on the pair; n2v, n2s, n2sp on the
+  noisy image alone), --steps each;
+- the shipped cryo-EM model as it is (cryoem), after --adapt_steps of self-supervised
+  fine-tuning on the micrograph (cryoem_adapt), and the shipped general model (general);
+- classical filters; Topaz-Denoise's pretrained model (topaz) and CAREamics' Noise2Void
+  trained --steps on the micrograph (careamics_n2v), both run in their own virtual
+  environment by bench/peers.py.
+Writes metrics.csv / metrics.json, {psnr,cc,mean_frc}_vs_snr.png, and frc.png /
+panels.png at the SNR nearest --plot_snr to --out.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from n2s_tf.cli.common import parse_network_args, run_main  # noqa: E402
+from n2s_tf.config import ConfigError  # noqa: E402
+
+TRAINED = ("n2n", "n2v", "n2s", "n2sp")
+SHIPPED = {"cryoem": "cryoem", "cryoem_adapt": "cryoem", "general": "general"}  # method -> trained_models/
+PEERS = ("topaz", "careamics_n2v")
+# Bench name -> (n2s_tf.baselines name, parameters).
+BASELINES = {
+    "lowpass0.05": ("fourier_lowpass", {"cutoff": 0.05}),  # cycles/pixel
+    "lowpass0.001": ("fourier_lowpass", {"cutoff": 0.001}),
+    "gaussian2": ("gaussian", {"sigma": 2.0}),
+}
+ALL_METHODS = TRAINED + tuple(SHIPPED) + PEERS + tuple(BASELINES)
+SWEEP_SNRS = np.geomspace(0.01, 0.5, 10)
+
+FLAGS = flags.FLAGS
+# absl.app defines --pdb as an alias of --pdb_post_mortem; here --pdb is the atomic model.
+if "pdb" in FLAGS:
+    delattr(FLAGS, "pdb")
+flags.DEFINE_string("pdb", os.path.join(ROOT, "..", "shared", "data", "6z6u.pdb"), "atomic model (PDB or mmCIF)")
+flags.DEFINE_string("out", "results/cryo", "folder for the tables and plots")
+flags.DEFINE_string("snrs", "0.05,0.1,0.3", "comma-separated SNRs, or 'sweep' (10 log-spaced from 0.01 to 0.5)")
+flags.DEFINE_string("methods", "gaussian2,topaz,careamics_n2v,cryoem,cryoem_adapt,n2sp", "comma-separated methods")
+flags.DEFINE_integer("steps", 1000, "training steps of every method trained from scratch (n2s_tf and CAREamics)")
+flags.DEFINE_integer("pro_steps", None, "n2sp: steps with the learned noise level (default: half of --steps, "
+                                        "at most 500)")
+flags.DEFINE_integer("adapt_steps", 300, "cryoem_adapt: fine-tuning steps on the micrograph")
+flags.DEFINE_string("adapt_method", "n2s", "cryoem_adapt: fine-tuning loss (n2s, n2sp, n2v, n2v2)")
+flags.DEFINE_string("network", "unet", "network for every trained method")
+flags.DEFINE_string("network_args", "", "network options, e.g. depth=2,base_filters=16")
+flags.DEFINE_string("mixed_precision", "float32", "n2s_tf training precision: float32 or bfloat16")
+flags.DEFINE_integer("batch_size", 16, "batch size")
+flags.DEFINE_integer("patch_size", 64, "training patch side")
+flags.DEFINE_integer("size", 1024, "micrograph side in pixels")
+flags.DEFINE_float("pixel_size", 1.5, "Angstrom per pixel")
+flags.DEFINE_float("defocus", 1.5, "defocus in micrometres (underfocus)")
+flags.DEFINE_integer("particles", 40, "particles per micrograph")
+flags.DEFINE_integer("seed", 0, "simulation and training seed")
+flags.DEFINE_float("plot_snr", 0.05, "FRC curves and panels are drawn at the SNR nearest this")
+flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
+
+
+def parse_snrs(text):
+    if text == "sweep":
+        return list(SWEEP_SNRS)
+    try:
+        snrs = [float(v) for v in text.split(",")]
+    except ValueError:
+        snrs = []
+    if not snrs or min(snrs) <= 0:
+        raise ConfigError(f"--snrs={text!r} must be positive numbers separated by commas, or 'sweep'")
+    return snrs
+
+
+def train_model(method, noisy_dir, other_dir, model_dir):
+    """Train one method on the micrograph (N2N: against its other half); its Denoiser."""
+    from n2s_tf import api, evaluate
+
+    steps = FLAGS.steps
+    pro_steps = FLAGS.pro_steps if FLAGS.pro_steps is not None else min(steps // 2, 500)
+    result = api.train(model=method, data=noisy_dir, target=other_dir if method == "n2n" else None,
+                       steps=steps, pro_steps=pro_steps, network=FLAGS.network,
+                       network_args=parse_network_args(FLAGS.network_args), batch_size=FLAGS.batch_size,
+                       patch_size=(FLAGS.patch_size,) * 2, seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision,
+                       checkpoint_every=steps, model_dir=model_dir)
+    return evaluate.model_denoiser(result["export_dir"], name=method, tta=FLAGS.tta)
+
+
+def shipped_denoiser(method):
+    """A shipped model, as it is or fine-tuned on each micrograph before denoising it."""
+    from n2s_tf import api
+    from n2s_tf.evaluate import Denoiser
+
+    model = api.load_model(str(api.TRAINED_MODELS / SHIPPED[method]))
+    adapt = FLAGS.adapt_steps if method == "cryoem_adapt" else 0
+    return Denoiser(method, lambda x: api.denoise(x, model, tta=FLAGS.tta, adapt_steps=adapt,
+                                                   adapt_method=FLAGS.adapt_method))
+
+
+def run_peer(method, noisy_path, work):
+    """A peer's output for the micrograph in noisy_path, and its wall seconds (training included)."""
+    import peers
+
+    out = os.path.join(work, f"{method}.npy")
+    result_path = os.path.join(work, f"{method}.json")
+    if method == "topaz":
+        result = peers.run_peer("topaz_denoise", inputs=noisy_path, outputs=out, result=result_path)
+        seconds = result["load_seconds"] + result["predict_seconds"]
+    else:
+        result = peers.run_peer("careamics_n2v", inputs=noisy_path, outputs=out, steps=FLAGS.steps,
+                                batch_size=FLAGS.batch_size, patch_size=FLAGS.patch_size, seed=FLAGS.seed,
+                                result=result_path)
+        seconds = result["train_seconds"] + result["predict_seconds"]
+    return np.load(out), seconds
+
+
+def main(argv):
+    if not os.path.isfile(FLAGS.pdb):
+        raise ConfigError(f"--pdb={FLAGS.pdb}: no such file (a PDB/mmCIF model is needed to simulate micrographs)")
+    snrs = parse_snrs(FLAGS.snrs)
+    methods = [m for m in FLAGS.methods.split(",") if m]
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; choose from {', '.join(ALL_METHODS)}")
+    from n2s_tf import evaluate, synthetic
+    from n2s_tf.evaluate import Denoiser
+
+    start = time.time()
+    atoms = synthetic.read_atoms(FLAGS.pdb)
+    plot_snr = min(snrs, key=lambda s: abs(np.log(s / FLAGS.plot_snr)))
+    ready = [evaluate.baseline_denoiser(BASELINES[m][0], name=m, **BASELINES[m][1]) for m in methods if m in BASELINES]
+    ready += [shipped_denoiser(m) for m in methods if m in SHIPPED]
+    rows, clean_at_plot = [], None
+    with tempfile.TemporaryDirectory(prefix="cryo_bench_") as work:
+        for snr in snrs:
+            mic = synthetic.simulate_micrograph(
+                atoms, (FLAGS.size, FLAGS.size), n_particles=FLAGS.particles, pixel_size=FLAGS.pixel_size,
+                defocus_um=FLAGS.defocus, snr=snr, seed=FLAGS.seed, pair=True)
+            folder = os.path.join(work, f"snr{snr:g}")
+            for half, key in (("a", "noisy"), ("b", "noisy_b")):
+                os.makedirs(os.path.join(folder, half))
+                np.save(os.path.join(folder, half, "micrograph.npy"), mic[key])
+            denoisers, wall_seconds = [], {}
+            for method in methods:
+                tick = time.time()
+                if method in TRAINED:
+                    denoisers.append(train_model(method, os.path.join(folder, "a"), os.path.join(folder, "b"),
+                                                 os.path.join(folder, "runs", method)))
+                elif method in PEERS:
+                    output, wall_seconds[method] = run_peer(method, os.path.join(folder, "a", "micrograph.npy"),
+                                                            folder)
+                    denoisers.append(Denoiser(method, lambda x, output=output: output))
+                else:
+                    continue
+                print(f"snr {snr:g}: {method} ready in {time.time() - tick:.0f} s", file=sys.stderr, flush=True)
+                wall_seconds.setdefault(method, time.time() - tick)
+            scored = evaluate.evaluate([("micrograph", mic["noisy"], mic["clean"])], ready + denoisers,
+                                       standardized=True, pixel_size=FLAGS.pixel_size,
+                                       keep_outputs=snr == plot_snr)
+            for row in scored:
+                row.update(snr=snr, seconds=row["seconds"] + wall_seconds.get(row["method"], 0.0))
+            rows += scored
+            if snr == plot_snr:
+                clean_at_plot = mic["clean"]
+            print(f"snr {snr:g} done, {time.time() - start:.0f} s elapsed", file=sys.stderr, flush=True)
+
+    summary = evaluate.summarize(rows, by=("snr", "method"))
+    print(f"\n{FLAGS.size}x{FLAGS.size} px at {FLAGS.pixel_size:g} A/px, {FLAGS.particles} particles, "
+          f"defocus {FLAGS.defocus:g} um; trained methods {FLAGS.steps} steps, batch {FLAGS.batch_size}, "
+          f"{FLAGS.patch_size}x{FLAGS.patch_size} patches; adapt {FLAGS.adapt_steps} steps; "
+          f"scored standardized against the clean image; seconds = wall time incl. training")
+    print(evaluate.format_table(summary, columns=("psnr", "cc", "mean_frc", "res_0143", "seconds")))
+    print(f"\ntotal {time.time() - start:.0f} s")
+
+    out = FLAGS.out
+    os.makedirs(out, exist_ok=True)
+    for ext in ("csv", "json"):
+        evaluate.write_table(rows, os.path.join(out, f"metrics.{ext}"))
+    if len(snrs) > 1:
+        for metric in ("psnr", "cc", "mean_frc"):
+            evaluate.plot_metric_vs_snr(summary, metric, os.path.join(out, f"{metric}_vs_snr.png"))
+    at_plot = [r for r in rows if r["snr"] == plot_snr]
+    evaluate.plot_frc(evaluate.frc_curves(at_plot), os.path.join(out, "frc.png"),
+                      title=f"FRC with the clean image, SNR {plot_snr:g}")
+    outputs = {r["method"]: r["output"] for r in at_plot}
+    captions = {r["method"]: f"PSNR {r['psnr']:.2f}  CC {r['cc']:.3f}" for r in at_plot}
+    noisy = outputs.pop(evaluate.NOISY)
+    evaluate.plot_panels(noisy, outputs, clean_at_plot, os.path.join(out, "panels.png"),
+                         crop=min(FLAGS.size, 512), titles=captions)
+    print(f"wrote {out}/metrics.csv, metrics.json, plots (panels and FRC at SNR {plot_snr:g})")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,174 @@
+"""Natural-image denoising quality against the field, on the same images in one run.
+
+    python bench/quality.py --steps=2000 --out=results/quality
+
+Eight grayscale images that ship with scikit-image (central 256x256 crops) get Gaussian
+noise of sigma 25 on the 0-255 scale (fixed seeds, no clipping). Every method sees the
+noisy images only:
+- classical: Gaussian filter, non-local means and BM3D (both told the true sigma);
+- n2s_tf's N2S, N2SP and N2V, each trained self-supervised on the eight noisy images
+  with the same step budget, batch and patch size;
+- CAREamics' Noise2Void with the same budget, run in its own virtual environment
+  (bench/peers.py installs it there on first use).
+Prints per-image and mean PSNR / SSIM (0-255 scale) and each method's wall time
+(training included); writes metrics.csv / metrics.json and a panel of crops to --out.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from n2s_tf.cli.common import run_main  # noqa: E402
+from n2s_tf.config import ConfigError  # noqa: E402
+
+IMAGES = ("camera", "astronaut", "coins", "chelsea", "coffee", "rocket", "moon", "brick")
+CROP = 256
+SIGMA = 25.0
+SEED = 2026
+TRAINED = ("n2s", "n2sp", "n2v")
+CLASSICAL = ("gaussian", "nlm", "bm3d")
+PEERS = ("careamics_n2v",)
+
+flags.DEFINE_string("methods", ",".join(CLASSICAL + TRAINED + PEERS), "comma-separated methods")
+flags.DEFINE_integer("steps", 2000, "training steps of every trained method (n2s_tf and CAREamics)")
+flags.DEFINE_integer("batch_size", 16, "training batch size")
+flags.DEFINE_integer("patch_size", 64, "training patch side")
+flags.DEFINE_string("network", "unet", "n2s_tf network")
+flags.DEFINE_string("mixed_precision", "float32", "n2s_tf training precision: float32 or bfloat16")
+flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
+flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
+flags.DEFINE_string("out", "results/quality", "folder for tables, panels and the training runs")
+FLAGS = flags.FLAGS
+
+
+def benchmark_images():
+    """[(name, noisy, clean)]: central crops, sigma-25 noise from a fixed seed per image."""
+    from n2s_tf.data import skimage_gray
+
+    triples = []
+    for index, name in enumerate(IMAGES):
+        image = skimage_gray(name)
+        top, left = (image.shape[0] - CROP) // 2, (image.shape[1] - CROP) // 2
+        clean = image[top:top + CROP, left:left + CROP]
+        noise = np.random.default_rng([SEED, index]).normal(0.0, SIGMA, clean.shape)
+        triples.append((name, (clean + noise).astype(np.float32), clean))
+    return triples
+
+
+def classical_denoiser(method):
+    """A filter on the 0-255 image; NLM and BM3D are given the true noise sigma."""
+    from n2s_tf import baselines
+    from n2s_tf.evaluate import Denoiser
+
+    params = {"gaussian": {"sigma": FLAGS.gaussian_sigma}, "nlm": {"sigma": SIGMA}, "bm3d": {"sigma": SIGMA}}[method]
+    return Denoiser(method, lambda x: baselines.run_baseline(method, x[..., None], **params)[..., 0])
+
+
+def train_n2s_tf(method, noisy_dir):
+    """Train one n2s_tf method on the noisy images; (Denoiser, training seconds)."""
+    from n2s_tf import api, evaluate
+
+    start = time.perf_counter()
+    result = api.train(model=method, data=noisy_dir, steps=FLAGS.steps, network=FLAGS.network,
+                       batch_size=FLAGS.batch_size, patch_size=(FLAGS.patch_size,) * 2,
+                       mixed_precision=FLAGS.mixed_precision, checkpoint_every=FLAGS.steps,
+                       model_dir=os.path.join(FLAGS.out, "runs", method))
+    seconds = time.perf_counter() - start
+    return evaluate.model_denoiser(result["export_dir"], name=f"n2s_tf {method}", tta=FLAGS.tta), seconds
+
+
+def run_careamics(triples, work):
+    """CAREamics N2V trained on the noisy images with the same budget; {image: output}, result."""
+    import peers
+
+    inputs, outputs = [], []
+    for name, noisy, _ in triples:
+        inputs.append(os.path.join(work, f"{name}.npy"))
+        outputs.append(os.path.join(work, f"{name}_careamics.npy"))
+    result = peers.run_peer("careamics_n2v", inputs=",".join(inputs), outputs=",".join(outputs),
+                            steps=FLAGS.steps, batch_size=FLAGS.batch_size, patch_size=FLAGS.patch_size,
+                            result=os.path.join(work, "careamics.json"))
+    return {name: np.load(path) for (name, _, _), path in zip(triples, outputs)}, result
+
+
+def main(argv):
+    methods = [m for m in FLAGS.methods.split(",") if m]
+    unknown = [m for m in methods if m not in CLASSICAL + TRAINED + PEERS]
+    if unknown or not methods:
+        raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; "
+                          f"choose from {', '.join(CLASSICAL + TRAINED + PEERS)}")
+    if FLAGS.steps < 1:
+        raise ConfigError("--steps must be at least 1")
+    from n2s_tf import evaluate
+    from n2s_tf.evaluate import Denoiser
+
+    triples = benchmark_images()
+    denoisers, train_seconds = [], {}
+    with tempfile.TemporaryDirectory(prefix="quality_") as work:
+        for name, noisy, _ in triples:
+            np.save(os.path.join(work, f"{name}.npy"), noisy)
+        for method in methods:
+            if method in CLASSICAL:
+                denoisers.append(classical_denoiser(method))
+            elif method in TRAINED:
+                denoiser, train_seconds[denoiser.name] = train_n2s_tf(method, work)
+                denoisers.append(denoiser)
+                print(f"{denoiser.name}: trained {FLAGS.steps} steps in {train_seconds[denoiser.name]:.0f} s",
+                      file=sys.stderr, flush=True)
+            else:
+                outputs, result = run_careamics(triples, work)
+                # Scored like the others; its wall time is training plus prediction as measured
+                # inside its own process, spread over the images by evaluate's timing of a lookup.
+                train_seconds["careamics n2v"] = result["train_seconds"] + result["predict_seconds"]
+                denoisers.append(Denoiser("careamics n2v", lambda x, o=outputs: _lookup(o, x, triples)))
+                print(f"careamics n2v: {result['steps_done']} steps in {result['train_seconds']:.0f} s",
+                      file=sys.stderr, flush=True)
+        rows = evaluate.evaluate(triples, denoisers, standardized=False, keep_outputs=True)
+
+    for row in rows:
+        row["wall_seconds"] = row["seconds"] + train_seconds.get(row["method"], 0.0) / len(triples)
+    print(f"\n{len(triples)} scikit-image images ({', '.join(IMAGES)}), central {CROP}x{CROP}, "
+          f"Gaussian noise sigma {SIGMA:g} (0-255, unclipped); trained methods: {FLAGS.steps} steps, "
+          f"batch {FLAGS.batch_size}, {FLAGS.patch_size}x{FLAGS.patch_size} patches")
+    print(format_quality_table(rows))
+    os.makedirs(FLAGS.out, exist_ok=True)
+    for ext in ("csv", "json"):
+        evaluate.write_table(rows, os.path.join(FLAGS.out, f"metrics.{ext}"))
+    first = [r for r in rows if r["image"] == IMAGES[0]]
+    outputs = {r["method"]: r["output"] for r in first if r["method"] != evaluate.NOISY}
+    evaluate.plot_panels(triples[0][1], outputs, triples[0][2], os.path.join(FLAGS.out, "panels.png"),
+                         crop=CROP, titles={r["method"]: f"PSNR {r['psnr']:.2f}" for r in first})
+    print(f"wrote {FLAGS.out}/metrics.csv, metrics.json, panels.png")
+
+
+def _lookup(outputs, noisy, triples):
+    """The precomputed output of the peer for this noisy image."""
+    for name, image, _ in triples:
+        if image is noisy or np.array_equal(image, noisy):
+            return outputs[name]
+    raise KeyError("no precomputed output for this image")
+
+
+def format_quality_table(rows):
+    """Methods down, images across: PSNR per image, mean PSNR, mean SSIM, wall seconds."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    short = [n[:8] for n in IMAGES]
+    lines = [f"{'method':16s} " + " ".join(f"{n:>8s}" for n in short) +
+             f" {'PSNR':>7s} {'SSIM':>6s} {'wall s':>7s}"]
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        lines.append(f"{method:16s} " + " ".join(f"{r['psnr']:8.2f}" for r in mine) +
+                     f" {np.mean([r['psnr'] for r in mine]):7.2f} {np.mean([r['ssim'] for r in mine]):6.3f}"
+                     f" {sum(r['wall_seconds'] for r in mine):7.0f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_main(main)
