@@ -58,6 +58,7 @@ flags.DEFINE_integer("pro_steps", None, "n2sp: steps with the learned noise leve
                                         "at most 500)")
 flags.DEFINE_integer("adapt_steps", 300, "cryoem_adapt: fine-tuning steps on the micrograph")
 flags.DEFINE_string("adapt_method", "n2s", "cryoem_adapt: fine-tuning loss (n2s, n2sp, n2v, n2v2)")
+flags.DEFINE_string("precision", "auto", "shipped models' inference precision (as test_single.py's --precision)")
 flags.DEFINE_string("network", "unet", "network for every trained method")
 flags.DEFINE_string("network_args", "", "network options, e.g. depth=2,base_filters=16")
 flags.DEFINE_string("mixed_precision", "float32", "n2s_tf training precision: float32 or bfloat16")
@@ -103,7 +104,7 @@ def shipped_denoiser(method):
     from n2s_tf import api
     from n2s_tf.evaluate import Denoiser
 
-    model = api.load_model(str(api.TRAINED_MODELS / SHIPPED[method]))
+    model = api.load_model(str(api.TRAINED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
     adapt = FLAGS.adapt_steps if method == "cryoem_adapt" else 0
     return Denoiser(method, lambda x: api.denoise(x, model, tta=FLAGS.tta, adapt_steps=adapt,
                                                    adapt_method=FLAGS.adapt_method))

@@ -38,11 +38,12 @@ def default_model_path(input_path: Optional[str] = None) -> str:
     raise FileNotFoundError(f"no shipped model in {TRAINED_MODELS}; pass --model")
 
 
-def load_model(path: Optional[str] = None):
-    """An exported model (version dir, model dir or training dir); default: the shipped one."""
+def load_model(path: Optional[str] = None, precision: str = "float32"):
+    """An exported model (version dir, model dir or training dir); default: the shipped one.
+    precision: "float32", "bfloat16" or "auto" (see export.LoadedModel)."""
     from n2s_tf.export import LoadedModel
 
-    return LoadedModel(path or default_model_path())
+    return LoadedModel(path or default_model_path(), precision=precision)
 
 
 def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_memory: Optional[float] = None,

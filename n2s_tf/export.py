@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from n2s_tf.config import ConfigError
+
 METADATA_FILE = "n2s_tf.json"
 NETWORK_FILE = "network.keras"
 DEFAULT_MODEL_NAME = "denoiser"
@@ -118,10 +120,34 @@ def resolve_export(path: str) -> str:
                             f"<name>/<version>/ or a training directory with export/)")
 
 
-class LoadedModel:
-    """An exported model, ready for numpy prediction; see `n2s_tf.denoise`."""
+INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
 
-    def __init__(self, path: str):
+
+def native_bfloat16() -> bool:
+    """Whether bfloat16 is the faster choice here: no GPU, and a CPU with AVX512-BF16 or AMX
+    (on other CPUs bfloat16 is emulated and slower than float32)."""
+    if tf.config.list_physical_devices("GPU"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+class LoadedModel:
+    """An exported model, ready for numpy prediction; see `n2s_tf.denoise`.
+
+    precision="float32" runs the SavedModel's own graph (exactly what TF Serving runs);
+    "bfloat16" rebuilds the network from its assets with bfloat16 compute and float32
+    weights and output (about 1.6x faster on CPUs with native bfloat16, agreeing with float32
+    to about 1e-2 of the image's std); "auto" picks bfloat16 where `native_bfloat16()`.
+    """
+
+    def __init__(self, path: str, precision: str = "float32"):
+        if precision not in INFERENCE_PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         self.path = resolve_export(path)
         with open(os.path.join(self.path, "assets", METADATA_FILE)) as f:
             self.metadata = json.load(f)
@@ -130,9 +156,29 @@ class LoadedModel:
         self.receptive_field = int(self.metadata["receptive_field"])
         self.ndim = int(self.metadata["ndim"])
         self.channels = int(self.metadata["channels"])
+        if precision == "auto":
+            precision = "bfloat16" if native_bfloat16() else "float32"
+        self.precision = precision
+        self._bfloat16 = self._bfloat16_network() if precision == "bfloat16" else None
 
     def predict_standardized(self, batch) -> np.ndarray:
-        return self._module.predict_standardized(tf.convert_to_tensor(batch, tf.float32))["output"].numpy()
+        batch = tf.convert_to_tensor(batch, tf.float32)
+        if self._bfloat16 is not None:
+            return self._bfloat16(batch).numpy()
+        return self._module.predict_standardized(batch)["output"].numpy()
+
+    def _bfloat16_network(self):
+        """The network rebuilt under the mixed_bfloat16 policy with this model's weights."""
+        trained = self.keras_network()
+        config = {k: v for k, v in trained.get_config().items() if k not in ("name", "trainable")}
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            network = type(trained)(**config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        network.set_weights(trained.get_weights())
+        return tf.function(lambda x: tf.cast(network(x, training=False), tf.float32))
 
     def serve(self, batch) -> np.ndarray:
         """The serving signature, exactly as TF Serving runs it."""

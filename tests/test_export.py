@@ -151,3 +151,22 @@ def test_serving_pads_tiny_images_like_numpy(tmp_path):
         for axis in (1, 2):
             padded = _pad_axis(padded, axis, 4)
         np.testing.assert_array_equal(padded.numpy()[0], pad_to_multiple(x[0], 4)[0])
+
+
+def test_bfloat16_inference_is_close_to_float32_but_really_bfloat16(export_2d):
+    image = np.random.default_rng(3).normal(size=(1, 64, 64, 1)).astype(np.float32)
+    exact = LoadedModel(export_2d).predict_standardized(image)
+    fast = LoadedModel(export_2d, precision="bfloat16")
+    assert fast.precision == "bfloat16"
+    approx = fast.predict_standardized(image)
+    assert approx.dtype == np.float32 and approx.shape == exact.shape
+    error = np.sqrt(np.mean((approx - exact) ** 2)) / exact.std()
+    assert 1e-5 < error < 0.05  # bfloat16 keeps 8 mantissa bits: close, but not float32-exact
+    assert LoadedModel(export_2d, precision="auto").precision in ("float32", "bfloat16")
+
+
+def test_unknown_precision_is_a_user_error(export_2d):
+    from n2s_tf.config import ConfigError
+
+    with pytest.raises(ConfigError, match="precision"):
+        LoadedModel(export_2d, precision="float8")

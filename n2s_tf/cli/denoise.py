@@ -35,6 +35,9 @@ flags.DEFINE_float("max_memory", 2.0, "memory budget for one tile's activations,
 flags.DEFINE_integer("adapt_steps", 0, "first fine-tune the model on each input for N self-supervised steps "
                                        "(a few hundred; adapts it to the image's content and noise level)")
 flags.DEFINE_string("adapt_method", "n2s", "loss used by --adapt_steps: n2s, n2sp, n2v or n2v2")
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
+                  "compute precision; auto = bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), "
+                  "else float32 (exactly the SavedModel that TF Serving runs)")
 flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and flips; 8x slower)")
 flags.DEFINE_string("preview", None, "also write an 8-bit PNG view (-3..+3 sigma); a folder for many inputs")
 flags.DEFINE_boolean("keep_extended_header", False, "MRC: copy the input's extended header to the output")
@@ -74,9 +77,9 @@ def main(argv):
     if FLAGS.preview and len(inputs) > 1:
         os.makedirs(FLAGS.preview, exist_ok=True)
 
-    model = api.load_model(FLAGS.model or api.default_model_path(inputs[0]))
+    model = api.load_model(FLAGS.model or api.default_model_path(inputs[0]), precision=FLAGS.precision)
     print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
-          f"{model.metadata['steps']} steps)", file=sys.stderr)
+          f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
     for source, target, preview in zip(inputs, outputs, previews):
         start = time.time()
         image = io.read_image(source)
