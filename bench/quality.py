@@ -14,6 +14,7 @@ Prints per-image and mean PSNR / SSIM (0-255 scale) and each method's wall time
 (training included); writes metrics.csv / metrics.json and a panel of crops to --out.
 """
 
+import json
 import os
 import sys
 import tempfile
@@ -72,16 +73,35 @@ def classical_denoiser(method):
 
 
 def train_n2s_tf(method, noisy_dir):
-    """Train one n2s_tf method on the noisy images; (Denoiser, training seconds)."""
-    from n2s_tf import api, evaluate
+    """Train one n2s_tf method on the noisy images; (Denoiser, training seconds).
 
-    start = time.perf_counter()
-    result = api.train(model=method, data=noisy_dir, steps=FLAGS.steps, network=FLAGS.network,
-                       batch_size=FLAGS.batch_size, patch_size=(FLAGS.patch_size,) * 2,
-                       mixed_precision=FLAGS.mixed_precision, checkpoint_every=FLAGS.steps,
-                       model_dir=os.path.join(FLAGS.out, "runs", method))
-    seconds = time.perf_counter() - start
-    return evaluate.model_denoiser(result["export_dir"], name=f"n2s_tf {method}", tta=FLAGS.tta), seconds
+    A run folder that already holds this budget's export (and its recorded training time)
+    is reused, so a table can be re-made, or a method added, without training again."""
+    from n2s_tf import api, evaluate
+    from n2s_tf.export import resolve_export
+
+    model_dir = os.path.join(FLAGS.out, "runs", method)
+    record = os.path.join(model_dir, "bench_training.json")
+    budget = dict(steps=FLAGS.steps, batch_size=FLAGS.batch_size, patch_size=FLAGS.patch_size,
+                  network=FLAGS.network, mixed_precision=FLAGS.mixed_precision)
+    try:
+        with open(record) as f:
+            recorded = json.load(f)
+        export, seconds = resolve_export(model_dir), recorded["train_seconds"]
+        if recorded["budget"] != budget:
+            raise ConfigError(f"{model_dir} was trained with {recorded['budget']}, not {budget}; "
+                              f"remove it or choose another --out")
+        print(f"n2s_tf {method}: reusing {export} (trained in {seconds:.0f} s)", file=sys.stderr)
+    except FileNotFoundError:
+        start = time.perf_counter()
+        export = api.train(model=method, data=noisy_dir, steps=FLAGS.steps, network=FLAGS.network,
+                           batch_size=FLAGS.batch_size, patch_size=(FLAGS.patch_size,) * 2,
+                           mixed_precision=FLAGS.mixed_precision, checkpoint_every=FLAGS.steps,
+                           model_dir=model_dir)["export_dir"]
+        seconds = time.perf_counter() - start
+        with open(record, "w") as f:
+            json.dump(dict(budget=budget, train_seconds=seconds), f)
+    return evaluate.model_denoiser(export, name=f"n2s_tf {method}", tta=FLAGS.tta), seconds
 
 
 def run_careamics(triples, work):
@@ -124,13 +144,14 @@ def main(argv):
                       file=sys.stderr, flush=True)
             else:
                 outputs, result = run_careamics(triples, work)
-                # Scored like the others; its wall time is training plus prediction as measured
-                # inside its own process, spread over the images by evaluate's timing of a lookup.
                 train_seconds["careamics n2v"] = result["train_seconds"] + result["predict_seconds"]
-                denoisers.append(Denoiser("careamics n2v", lambda x, o=outputs: _lookup(o, x, triples)))
                 print(f"careamics n2v: {result['steps_done']} steps in {result['train_seconds']:.0f} s",
                       file=sys.stderr, flush=True)
-        rows = evaluate.evaluate(triples, denoisers, standardized=False, keep_outputs=True)
+        rows = []
+        for name, noisy, clean in triples:
+            # The peer ran in its own process: its outputs are looked up, its time is added below.
+            peer = [Denoiser("careamics n2v", lambda x, out=outputs[name]: out)] if "careamics n2v" in train_seconds else []
+            rows += evaluate.evaluate([(name, noisy, clean)], denoisers + peer, standardized=False, keep_outputs=True)
 
     for row in rows:
         row["wall_seconds"] = row["seconds"] + train_seconds.get(row["method"], 0.0) / len(triples)
@@ -146,14 +167,6 @@ def main(argv):
     evaluate.plot_panels(triples[0][1], outputs, triples[0][2], os.path.join(FLAGS.out, "panels.png"),
                          crop=CROP, titles={r["method"]: f"PSNR {r['psnr']:.2f}" for r in first})
     print(f"wrote {FLAGS.out}/metrics.csv, metrics.json, panels.png")
-
-
-def _lookup(outputs, noisy, triples):
-    """The precomputed output of the peer for this noisy image."""
-    for name, image, _ in triples:
-        if image is noisy or np.array_equal(image, noisy):
-            return outputs[name]
-    raise KeyError("no precomputed output for this image")
 
 
 def format_quality_table(rows):

@@ -109,7 +109,8 @@ def main(argv):
             np.save(noisy, np.asarray(image.data[..., 0], np.float32))
             del image
             if "careamics_n2v" in peers_wanted:
-                for how, extra in (("CAREamics N2V, default tile batch", {}),
+                for how, extra in ((f"CAREamics N2V, {FLAGS.careamics_tile}px tiles, default tile batch",
+                                    {"tile": FLAGS.careamics_tile}),
                                    (f"CAREamics N2V, one {FLAGS.careamics_tile}px tile at a time",
                                     {"tile": FLAGS.careamics_tile, "predict_batch_size": 1})):
                     result = peers.run_peer("careamics_n2v", inputs=noisy, outputs=os.path.join(work, "c.npy"),

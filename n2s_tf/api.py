@@ -70,7 +70,8 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     if adapt_steps:
         from n2s_tf.training import adapt
 
-        network = adapt(model.keras_network(), [image], method=adapt_method, steps=adapt_steps)
+        network = adapt(model.keras_network(model.precision), [image], method=adapt_method, steps=adapt_steps,
+                        mixed_precision=model.precision)
         predict = lambda batch: network(batch, training=False).numpy()  # noqa: E731
     if tile is None and max_memory is not None:
         memory = dict(max_memory=max_memory, bytes_per_pixel=model.metadata["bytes_per_pixel"])

@@ -168,24 +168,27 @@ class LoadedModel:
         return self._module.predict_standardized(batch)["output"].numpy()
 
     def _bfloat16_network(self):
-        """The network rebuilt under the mixed_bfloat16 policy with this model's weights."""
-        trained = self.keras_network()
-        config = {k: v for k, v in trained.get_config().items() if k not in ("name", "trainable")}
-        previous = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        try:
-            network = type(trained)(**config)
-        finally:
-            keras.mixed_precision.set_global_policy(previous)
-        network.set_weights(trained.get_weights())
+        network = self.keras_network("bfloat16")
         return tf.function(lambda x: tf.cast(network(x, training=False), tf.float32))
 
     def serve(self, batch) -> np.ndarray:
         """The serving signature, exactly as TF Serving runs it."""
         return self._module.serving_default(tf.convert_to_tensor(batch, tf.float32))["denoised"].numpy()
 
-    def keras_network(self) -> keras.Model:
-        """The trainable Keras network (for fine-tuning / adaptation)."""
+    def keras_network(self, precision: str = "float32") -> keras.Model:
+        """The trainable Keras network (for fine-tuning / adaptation); with "bfloat16" it is
+        rebuilt under the mixed_bfloat16 policy: bfloat16 compute, float32 weights and output."""
         import n2s_tf.networks  # noqa: F401  registers the network classes
 
-        return keras.saving.load_model(os.path.join(self.path, "assets", NETWORK_FILE), compile=False)
+        trained = keras.saving.load_model(os.path.join(self.path, "assets", NETWORK_FILE), compile=False)
+        if precision == "float32":
+            return trained
+        config = {k: v for k, v in trained.get_config().items() if k not in ("name", "trainable")}
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(f"mixed_{precision}")
+        try:
+            network = type(trained)(**config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        network.set_weights(trained.get_weights())
+        return network

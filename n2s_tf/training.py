@@ -327,12 +327,13 @@ def _check_run_dir(config, chief):
 
 
 def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200, lr: float = 1e-4,
-          batch_size: int = 16, patch: int = 64, seed: int = 0) -> keras.Model:
+          batch_size: int = 16, patch: int = 64, seed: int = 0, mixed_precision: str = "float32") -> keras.Model:
     """Self-supervised fine-tuning of a trained network on the very images it will denoise.
 
     A pretrained model has learned one relative noise level and one kind of content; a few
     hundred masked steps on the user's own image adapt it to both (no peer does this). Runs
     on the current device, without checkpoints; the network's weights are updated in place.
+    mixed_precision must match the policy the network was built under.
     """
     spatial = [min(s.shape[:-1]) for s in images]
     side = min(patch, min(spatial)) // network.stride * network.stride
@@ -340,7 +341,7 @@ def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200
         raise ConfigError(f"an image smaller than {network.stride} pixels cannot be adapted to")
     config = TrainConfig(model=method, steps=steps, pro_steps=steps // 4, network=network.name,
                          ndim=network.ndim, patch_size=(side,) * network.ndim, batch_size=batch_size,
-                         lr=lr, seed=seed).validate(stride=network.stride)
+                         lr=lr, seed=seed, mixed_precision=mixed_precision).validate(stride=network.stride)
     inputs = [data_lib.standardize(image)[0] for image in images]
     model = Denoiser(network, config)
     model.compile(optimizer=make_optimizer(config))
