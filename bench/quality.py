@@ -43,6 +43,7 @@ flags.DEFINE_integer("batch_size", 16, "training batch size")
 flags.DEFINE_integer("patch_size", 64, "training patch side")
 flags.DEFINE_string("network", "unet", "n2s_tf network")
 flags.DEFINE_string("mixed_precision", "float32", "n2s_tf training precision: float32 or bfloat16")
+flags.DEFINE_float("mask_fraction", 0.005, "n2s_tf: fraction of pixels masked per patch")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
 flags.DEFINE_string("out", "results/quality", "folder for tables, panels and the training runs")
@@ -83,7 +84,7 @@ def train_n2s_tf(method, noisy_dir):
     model_dir = os.path.join(FLAGS.out, "runs", method)
     record = os.path.join(model_dir, "bench_training.json")
     budget = dict(steps=FLAGS.steps, batch_size=FLAGS.batch_size, patch_size=FLAGS.patch_size,
-                  network=FLAGS.network, mixed_precision=FLAGS.mixed_precision)
+                  network=FLAGS.network, mixed_precision=FLAGS.mixed_precision, mask_fraction=FLAGS.mask_fraction)
     try:
         with open(record) as f:
             recorded = json.load(f)
@@ -96,7 +97,8 @@ def train_n2s_tf(method, noisy_dir):
         start = time.perf_counter()
         export = api.train(model=method, data=noisy_dir, steps=FLAGS.steps, network=FLAGS.network,
                            batch_size=FLAGS.batch_size, patch_size=(FLAGS.patch_size,) * 2,
-                           mixed_precision=FLAGS.mixed_precision, checkpoint_every=FLAGS.steps,
+                           mixed_precision=FLAGS.mixed_precision, mask_fraction=FLAGS.mask_fraction,
+                           checkpoint_every=FLAGS.steps,
                            model_dir=model_dir)["export_dir"]
         seconds = time.perf_counter() - start
         with open(record, "w") as f:
