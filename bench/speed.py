@@ -10,7 +10,8 @@
    whole `test_single.py` process (start-up, model load, read, denoise, write) and its peak
    resident memory; CAREamics' prediction (with its default tile batch, and one tile at a
    time) and Topaz-Denoise's pretrained model on the same micrograph, each measured in its
-   own process. Ratios are to n2s_tf.
+   own process. Ratios are to n2s_tf. A panel of the same central crop of each output
+   (each shown at its own mean +- 3 std) goes to --out/fei_panels.png.
 """
 
 import json
@@ -109,30 +110,51 @@ def main(argv):
             np.save(noisy, np.asarray(image.data[..., 0], np.float32))
             del image
             if "careamics_n2v" in peers_wanted:
-                for how, extra in ((f"CAREamics N2V, {FLAGS.careamics_tile}px tiles, default tile batch",
-                                    {"tile": FLAGS.careamics_tile}),
-                                   (f"CAREamics N2V, one {FLAGS.careamics_tile}px tile at a time",
-                                    {"tile": FLAGS.careamics_tile, "predict_batch_size": 1})):
-                    result = peers.run_peer("careamics_n2v", inputs=noisy, outputs=os.path.join(work, "c.npy"),
-                                            steps=100, batch_size=BATCH, patch_size=PATCH,
-                                            result=os.path.join(work, "c.json"), **extra)
-                    results["inference"].append(dict(tool="careamics", how=how, seconds=result["predict_seconds"],
-                                                     peak_bytes=result["peak_rss_bytes"]))
+                # A model to predict with: 100 steps on the central 1024 x 1024 crop, then timed
+                # prediction-only processes (load + predict) on the whole micrograph.
+                crop = os.path.join(work, "crop.npy")
+                rows, cols = np.load(noisy, mmap_mode="r").shape
+                np.save(crop, np.load(noisy)[rows // 2 - 512:rows // 2 + 512, cols // 2 - 512:cols // 2 + 512])
+                checkpoint = os.path.join(work, "careamics.ckpt")
+                trained = peers.run_peer("careamics_n2v", inputs=crop, outputs=os.path.join(work, "crop_out.npy"),
+                                         steps=100, batch_size=BATCH, patch_size=PATCH, save_model=checkpoint)
                 results["training"].append(dict(tool="careamics", network="careamics unet", method="n2v",
                                                 precision="float32",
-                                                pixels_per_second=100 * BATCH * PATCH * PATCH / result["train_seconds"]))
+                                                pixels_per_second=100 * BATCH * PATCH * PATCH / trained["train_seconds"]))
+                for how, extra in ((f"CAREamics N2V, {FLAGS.careamics_tile}px tiles, default tile batch", {}),
+                                   (f"CAREamics N2V, one {FLAGS.careamics_tile}px tile at a time",
+                                    {"predict_batch_size": 1})):
+                    result = peers.run_peer("careamics_n2v", inputs=noisy, outputs=os.path.join(work, "careamics.npy"),
+                                            model=checkpoint, tile=FLAGS.careamics_tile, **extra)
+                    results["inference"].append(dict(tool="careamics", how=how,
+                                                     seconds=result["load_seconds"] + result["predict_seconds"],
+                                                     peak_bytes=result["peak_rss_bytes"]))
             if "topaz" in peers_wanted:
-                result = peers.run_peer("topaz_denoise", inputs=noisy, outputs=os.path.join(work, "t.npy"),
+                result = peers.run_peer("topaz_denoise", inputs=noisy, outputs=os.path.join(work, "topaz.npy"),
                                         result=os.path.join(work, "t.json"))
                 results["inference"].append(dict(tool="topaz", how="Topaz-Denoise pretrained unet",
                                                  seconds=result["load_seconds"] + result["predict_seconds"],
                                                  peak_bytes=result["peak_rss_bytes"]))
+        save_panels(work, FLAGS.out)
 
     print_tables(results, megapixels)
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "speed.json"), "w") as f:
         json.dump(dict(results, megapixels=megapixels, micrograph=os.path.basename(FLAGS.micrograph)), f, indent=1)
     print(f"wrote {FLAGS.out}/speed.json")
+
+
+def save_panels(work, out):
+    """The raw micrograph and each tool's output, same central crop, side by side."""
+    from n2s_tf import evaluate, io
+
+    raw = io.read_image(FLAGS.micrograph).data[..., 0]
+    outputs = {"n2s_tf (shipped cryoem, test_single.py)": io.read_image(os.path.join(work, "n2s_tf.mrc")).data[..., 0]}
+    for name, label in (("careamics", "CAREamics N2V (100 steps)"), ("topaz", "Topaz-Denoise (pretrained)")):
+        if os.path.exists(os.path.join(work, f"{name}.npy")):
+            outputs[label] = np.load(os.path.join(work, f"{name}.npy"))
+    os.makedirs(out, exist_ok=True)
+    evaluate.plot_panels(raw, outputs, None, os.path.join(out, "fei_panels.png"), crop=768)
 
 
 def print_tables(results, megapixels):

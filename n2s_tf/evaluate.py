@@ -338,10 +338,10 @@ def _view(image, crop: int) -> np.ndarray:
 
 
 def plot_panels(noisy, denoised_by_method: dict, clean, path, crop: int = 256, titles: Optional[dict] = None) -> None:
-    """Noisy, each method's result and clean side by side (central crop of at most `crop`
-    pixels per side); titles {method: text} add a caption under a method's name."""
+    """Noisy, each method's result and clean (unless None) side by side (central crop of at
+    most `crop` pixels per side); titles {method: text} add a caption under a method's name."""
     plt = _pyplot()
-    panels = [(NOISY, noisy)] + list(denoised_by_method.items()) + [("clean", clean)]
+    panels = [(NOISY, noisy)] + list(denoised_by_method.items()) + ([("clean", clean)] if clean is not None else [])
     columns = min(len(panels), 4)
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
