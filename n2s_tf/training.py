@@ -344,7 +344,7 @@ def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200
                          lr=lr, seed=seed, mixed_precision=mixed_precision).validate(stride=network.stride)
     inputs = [data_lib.standardize(image)[0] for image in images]
     model = Denoiser(network, config)
-    model.compile(optimizer=make_optimizer(config))
+    model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)  # not Keras' 'auto' (XLA)
     dataset = data_lib.patch_dataset(inputs, patch_size=config.patch_size, batch_size=batch_size, seed=seed)
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     return network
