@@ -72,10 +72,33 @@ class _DenoiserModule(tf.Module):
         self.predict_standardized = predict_standardized
 
 
+def with_policy(network: keras.Model, policy: str) -> keras.Model:
+    """The same network and weights, rebuilt under a Keras dtype policy ("float32",
+    "mixed_bfloat16", ...); the network itself when it already computes in that policy."""
+    if network.dtype_policy.name == policy:
+        return network
+    import n2s_tf.networks  # noqa: F401  registers the network classes
+
+    config = {k: v for k, v in network.get_config().items() if k not in ("name", "trainable", "dtype")}
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        rebuilt = type(network)(**config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    rebuilt.set_weights(network.get_weights())
+    return rebuilt
+
+
 def export_model(network: keras.Model, meta: dict, base_dir: str,
                  model_name: str = DEFAULT_MODEL_NAME, version: int = None) -> str:
     """Write a versioned SavedModel; returns its directory. Never half-written: it is
-    saved under a temporary name that TF Serving ignores, then renamed."""
+    saved under a temporary name that TF Serving ignores, then renamed.
+
+    The graph always computes in float32, whatever policy the network trained under: a
+    bfloat16 graph is slow where the CPU emulates bfloat16, and TF Serving clients expect
+    the float32 model (LoadedModel(precision="bfloat16") is the opt-in fast path)."""
+    network = with_policy(network, "float32")
     model_root = os.path.join(base_dir, model_name)
     os.makedirs(model_root, exist_ok=True)
     if version is None:
@@ -181,14 +204,4 @@ class LoadedModel:
         import n2s_tf.networks  # noqa: F401  registers the network classes
 
         trained = keras.saving.load_model(os.path.join(self.path, "assets", NETWORK_FILE), compile=False)
-        if precision == "float32":
-            return trained
-        config = {k: v for k, v in trained.get_config().items() if k not in ("name", "trainable")}
-        previous = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(f"mixed_{precision}")
-        try:
-            network = type(trained)(**config)
-        finally:
-            keras.mixed_precision.set_global_policy(previous)
-        network.set_weights(trained.get_weights())
-        return network
+        return with_policy(trained, "float32" if precision == "float32" else f"mixed_{precision}")

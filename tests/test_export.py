@@ -165,6 +165,21 @@ def test_bfloat16_inference_is_close_to_float32_but_really_bfloat16(export_2d):
     assert LoadedModel(export_2d, precision="auto").precision in ("float32", "bfloat16")
 
 
+def test_a_network_trained_in_bfloat16_exports_a_float32_graph(network_2d, tmp_path):
+    # Training under --mixed_precision=bfloat16 leaves a network that computes in bfloat16;
+    # the SavedModel (what TF Serving and precision="float32" run) must still be float32.
+    from n2s_tf.export import with_policy
+
+    trained = with_policy(network_2d, "mixed_bfloat16")
+    assert trained.compute_dtype == "bfloat16"
+    image = np.random.default_rng(5).normal(size=(1, 64, 64, 1)).astype(np.float32)
+    float32 = network_2d(image, training=False).numpy()
+    bfloat16 = trained(image, training=False).numpy().astype(np.float32)
+    assert np.abs(bfloat16 - float32).max() > 1e-4  # the two really differ
+    served = LoadedModel(export_model(trained, meta_for(network_2d), str(tmp_path))).predict_standardized(image)
+    np.testing.assert_allclose(served, float32, atol=1e-5)
+
+
 def test_unknown_precision_is_a_user_error(export_2d):
     from n2s_tf.config import ConfigError
 
