@@ -71,6 +71,7 @@ flags.DEFINE_integer("particles", 40, "particles per micrograph")
 flags.DEFINE_integer("seed", 0, "simulation and training seed")
 flags.DEFINE_float("plot_snr", 0.05, "FRC curves and panels are drawn at the SNR nearest this")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
+flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
 
 
 def parse_snrs(text):
@@ -96,7 +97,7 @@ def train_model(method, noisy_dir, other_dir, model_dir):
                        network_args=parse_network_args(FLAGS.network_args), batch_size=FLAGS.batch_size,
                        patch_size=(FLAGS.patch_size,) * 2, seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision,
                        checkpoint_every=steps, model_dir=model_dir)
-    return evaluate.model_denoiser(result["export_dir"], name=method, tta=FLAGS.tta)
+    return evaluate.model_denoiser(result["export_dir"], name=method, tta=FLAGS.tta, calibrate=FLAGS.calibrate)
 
 
 def shipped_denoiser(method):
@@ -106,7 +107,7 @@ def shipped_denoiser(method):
 
     model = api.load_model(str(api.TRAINED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
     adapt = FLAGS.adapt_steps if method == "cryoem_adapt" else 0
-    return Denoiser(method, lambda x: api.denoise(x, model, tta=FLAGS.tta, adapt_steps=adapt,
+    return Denoiser(method, lambda x: api.denoise(x, model, tta=FLAGS.tta, calibrate=FLAGS.calibrate, adapt_steps=adapt,
                                                    adapt_method=FLAGS.adapt_method))
 
 

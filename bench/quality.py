@@ -45,6 +45,7 @@ flags.DEFINE_string("network", "unet", "n2s_tf network")
 flags.DEFINE_string("mixed_precision", "float32", "n2s_tf training precision: float32 or bfloat16")
 flags.DEFINE_float("mask_fraction", 0.005, "n2s_tf: fraction of pixels masked per patch")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
+flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
 flags.DEFINE_string("out", "results/quality", "folder for tables, panels and the training runs")
 FLAGS = flags.FLAGS
@@ -103,7 +104,7 @@ def train_n2s_tf(method, noisy_dir):
         seconds = time.perf_counter() - start
         with open(record, "w") as f:
             json.dump(dict(budget=budget, train_seconds=seconds), f)
-    return evaluate.model_denoiser(export, name=f"n2s_tf {method}", tta=FLAGS.tta), seconds
+    return evaluate.model_denoiser(export, name=f"n2s_tf {method}", tta=FLAGS.tta, calibrate=FLAGS.calibrate), seconds
 
 
 def run_careamics(triples, work):

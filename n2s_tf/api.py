@@ -48,12 +48,14 @@ def load_model(path: Optional[str] = None, precision: str = "float32"):
 
 def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_memory: Optional[float] = None,
             tta: bool = False, progress: bool = False, adapt_steps: int = 0,
-            adapt_method: str = "n2s") -> np.ndarray:
+            adapt_method: str = "n2s", calibrate: bool = False) -> np.ndarray:
     """Denoise one image (H, W[, C]) or volume (D, H, W[, C]); returns float32 in the input's units.
 
     The image is standardized by its own mean and std, predicted in tiles with enough
     context that no seam shows, and restored to its mean and std; no clipping.
     `adapt_steps` > 0 first fine-tunes a copy of the model on this image, self-supervised.
+    `calibrate` mixes the prediction with the image per Fourier ring, weights from the image
+    itself (`n2s_tf.calibration`; white noise only; twice the prediction time).
     """
     from n2s_tf.inference import denoise_array
 
@@ -78,5 +80,5 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     else:
         memory = {}
     out = denoise_array(predict, image, model.stride, model.receptive_field,
-                        tile=tile, tta=tta, progress=progress, **memory)
+                        tile=tile, tta=tta, progress=progress, calibrate=calibrate, **memory)
     return out[..., 0] if squeeze else out

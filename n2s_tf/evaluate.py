@@ -50,7 +50,8 @@ class Denoiser:
         return np.asarray(self.fn(image), dtype=np.float32)
 
 
-def model_denoiser(model, name: Optional[str] = None, tta: bool = False, tile: Optional[int] = None) -> Denoiser:
+def model_denoiser(model, name: Optional[str] = None, tta: bool = False, tile: Optional[int] = None,
+                   calibrate: bool = False) -> Denoiser:
     """An exported model (path, or an `api.load_model` result) as a Denoiser. Its name
     defaults to the last component of the path, or the model's method."""
     from n2s_tf import api
@@ -59,7 +60,7 @@ def model_denoiser(model, name: Optional[str] = None, tta: bool = False, tile: O
         name = name or os.path.basename(os.path.normpath(model))
         model = api.load_model(model)
     name = name or model.metadata["method"]
-    return Denoiser(name, lambda image: api.denoise(image, model, tile=tile, tta=tta))
+    return Denoiser(name, lambda image: api.denoise(image, model, tile=tile, tta=tta, calibrate=calibrate))
 
 
 def baseline_denoiser(baseline: str, name: Optional[str] = None, **params) -> Denoiser:

@@ -174,17 +174,20 @@ def predict_whole(predict_fn, image, stride):
     return crop(_predict(predict_fn, padded[None])[0], spatial_shape)
 
 
-def denoise_array(predict_fn, image, stride, receptive_field, **tiling):
+def denoise_array(predict_fn, image, stride, receptive_field, calibrate=False, **tiling):
     """Standardize each channel by its own mean/std, predict tiled, restore the input scale.
 
     `tiling` is passed to predict_tiled (tile, max_memory, bytes_per_pixel, tta, progress).
-    The output is float32 with the input's scale; it is not clipped.
+    calibrate=True mixes prediction and input per Fourier ring (`n2s_tf.calibration`; two
+    predictions). The output is float32 with the input's scale; it is not clipped.
     """
+    from n2s_tf import calibration
     from n2s_tf.data import standardize
 
     _spatial_ndim(image)
     standardized, (mean, std) = standardize(np.asarray(image, dtype=np.float64))
-    prediction = predict_tiled(predict_fn, standardized, stride, receptive_field, **tiling)
+    predict = lambda x: predict_tiled(predict_fn, x, stride, receptive_field, **tiling)  # noqa: E731
+    prediction = calibration.calibrate(predict, standardized) if calibrate else predict(standardized)
     return (prediction * std + mean).astype(np.float32)
 
 

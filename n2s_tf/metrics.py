@@ -63,6 +63,26 @@ def pearson_cc(a, b) -> float:
     return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
+def fourier_rings(shape):
+    """Ring (2D) or shell (3D) index and weight of every coefficient of `np.fft.rfftn` of a
+    real array of `shape`.
+
+    index = floor(|f| * N + 1/2), |f| the frequency radius in cycles/pixel and N the smallest
+    side: 0 .. N // 2 up to Nyquist, larger in the corners beyond it. weight is 2 for a
+    coefficient that also stands for its mirror image in the half-spectrum rfftn keeps, else 1.
+    """
+    axes = [np.fft.fftfreq(size) for size in shape[:-1]] + [np.fft.rfftfreq(shape[-1])]
+    radius = np.sqrt(sum(f**2 for f in np.meshgrid(*axes, indexing="ij", sparse=True)))
+    ring = np.floor(radius * min(shape) + 0.5).astype(np.int64)
+    # Every column but the zero-frequency one (and the Nyquist one, for an even last side)
+    # stands for itself and its mirror image.
+    weight = np.full(shape[-1] // 2 + 1, 2.0)
+    weight[0] = 1.0
+    if shape[-1] % 2 == 0:
+        weight[-1] = 1.0
+    return ring, np.broadcast_to(weight, ring.shape)
+
+
 def fourier_correlation(a, b):
     """Fourier correlation of two real arrays in rings (2D) or shells (3D).
 
@@ -77,16 +97,7 @@ def fourier_correlation(a, b):
     a, b = _pair(_spatial(a), _spatial(b))
     n = min(a.shape)
     spectrum_a, spectrum_b = np.fft.rfftn(a), np.fft.rfftn(b)
-    axes = [np.fft.fftfreq(size) for size in a.shape[:-1]] + [np.fft.rfftfreq(a.shape[-1])]
-    radius = np.sqrt(sum(f**2 for f in np.meshgrid(*axes, indexing="ij", sparse=True)))
-    ring = np.floor(radius * n + 0.5).astype(np.int64)
-    # rfftn keeps half of the Hermitian spectrum: every column but the zero-frequency one
-    # (and the Nyquist one, for an even side) stands for itself and its mirror image.
-    weight = np.full(spectrum_a.shape[-1], 2.0)
-    weight[0] = 1.0
-    if a.shape[-1] % 2 == 0:
-        weight[-1] = 1.0
-    weight = np.broadcast_to(weight, spectrum_a.shape)
+    ring, weight = fourier_rings(a.shape)
     inside = ring <= n // 2
 
     def ring_sum(values):

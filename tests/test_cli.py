@@ -67,6 +67,12 @@ def test_denoise_png_and_refuse_overwrites(tmp_path, tiny_export):
     assert result.returncode == 0, result.stderr[-2000:]
     adapted = io.read_image(str(tmp_path / "adapted.tif")).data
     assert adapted.shape == out.shape and not np.allclose(adapted, out)
+    # Calibration mixes prediction and input per Fourier ring: another, finite result.
+    result = run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'calibrated.tif'}",
+                 f"--model={tiny_export}", "--calibrate")
+    assert result.returncode == 0, result.stderr[-2000:]
+    calibrated = io.read_image(str(tmp_path / "calibrated.tif")).data
+    assert calibrated.shape == out.shape and np.isfinite(calibrated).all() and not np.allclose(calibrated, out)
     assert_user_error(run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'out.tif'}",
                           f"--model={tiny_export}"), "exists")
     assert_user_error(run("test_single.py", f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'in.png'}",

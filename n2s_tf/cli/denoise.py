@@ -39,6 +39,8 @@ flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
                   "compute precision; auto = bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), "
                   "else float32 (exactly the SavedModel that TF Serving runs)")
 flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and flips; 8x slower)")
+flags.DEFINE_boolean("calibrate", False, "mix prediction and input per Fourier ring with weights estimated "
+                     "from the image (white noise only; 2x slower); see n2s_tf/calibration.py")
 flags.DEFINE_string("preview", None, "also write an 8-bit PNG view (-3..+3 sigma); a folder for many inputs")
 flags.DEFINE_boolean("keep_extended_header", False, "MRC: copy the input's extended header to the output")
 flags.DEFINE_boolean("overwrite", False, "replace existing output files (inputs are never replaced)")
@@ -105,7 +107,7 @@ def _denoise(image, model):
     from n2s_tf import api
 
     tiling = dict(tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9, tta=FLAGS.tta,
-                  adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method)
+                  adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method, calibrate=FLAGS.calibrate)
     if image.kind == "stack":
         return np.stack([api.denoise(plane, model, **tiling) for plane in image.data])
     return api.denoise(image.data, model, progress=sys.stderr.isatty(), **tiling)

@@ -27,6 +27,7 @@ flags.DEFINE_string("out", "results", "folder for metrics.csv, metrics.json, frc
 flags.DEFINE_float("pixel_size", None, "Angstrom per pixel for resolutions (default: the MRC header's, "
                                        "else resolutions are in pixels)")
 flags.DEFINE_boolean("tta", False, "models: 8-fold test-time augmentation")
+flags.DEFINE_boolean("calibrate", False, "models: Fourier ring calibration (see n2s_tf/calibration.py)")
 flags.DEFINE_enum("standardized", "auto", ["auto", "true", "false"],
                   "score standardized images (auto: yes unless the clean images are 8-bit)")
 
@@ -54,7 +55,8 @@ def main(argv):
     from n2s_tf.config import ConfigError
 
     files = io.paired_files(FLAGS.noisy, FLAGS.clean)
-    models = [evaluate.model_denoiser(path, tta=FLAGS.tta) for path in filter(None, FLAGS.models.split(","))]
+    models = [evaluate.model_denoiser(path, tta=FLAGS.tta, calibrate=FLAGS.calibrate)
+              for path in filter(None, FLAGS.models.split(","))]
     denoisers = models + [parse_baseline(spec) for spec in filter(None, FLAGS.baselines.split(","))]
     names = [d.name for d in denoisers]
     duplicates = sorted({n for n in names if names.count(n) > 1} | ({evaluate.NOISY} & set(names)))

@@ -1,0 +1,106 @@
+"""Fourier ring calibration: the network's output and the noisy input, mixed per frequency ring.
+
+A self-supervised network predicts each pixel mostly from its neighbours (the blind spot), so
+near Nyquist its output is weakly, even negatively, correlated with the signal, and at lower
+frequencies its amplitude is off, while the noisy input still carries signal everywhere. For
+each ring (shell in 3D) k this picks the real weights a_k, b_k of  a_k F + b_k Y  that minimise
+the expected squared error against the unknown clean image S, from one noisy image alone
+(Stein's unbiased risk estimate), per Fourier coefficient of the ring:
+
+    E[S conj(Y)] = E|Y|^2 - sigma^2
+    E[S conj(F)] = E[Y conj(F)] - sigma^2 div_k F
+
+div_k F, the ring's part of the network's divergence, is estimated by Monte Carlo from one more
+prediction at y + eps * delta (delta white, unit variance). sigma^2 is the mean power of the
+outer rings, where white noise outweighs the signal (a slight overestimate, so a slightly
+conservative mix). The ring sums are smoothed over neighbouring rings before solving.
+
+Assumes white noise independent of the signal (counting noise of a micrograph, Gaussian noise
+added to an image); noise that was filtered or Fourier-cropped before denoising is not white,
+and its sigma^2 from the outer rings is then wrong.
+"""
+
+import numpy as np
+
+from n2s_tf.metrics import fourier_rings
+
+OUTER = 0.9  # rings from this fraction of Nyquist outwards estimate the noise power
+SMOOTH_RINGS = 4.0  # Gaussian width, in rings, of the smoothing of the ring sums
+EPS = 0.2  # probe step, in units of the standardized image (large enough for bfloat16)
+RIDGE = 1e-3  # pull toward (1, 0), relative to the ring power: a near-linear network makes F ~ Y
+
+
+def white_noise_power(y, outer=OUTER):
+    """Power per Fourier coefficient (orthonormal FFT) of the white noise in the real array y,
+    as the mean power of the rings from `outer` x Nyquist to Nyquist."""
+    ring, weight = fourier_rings(y.shape)
+    nyquist = min(y.shape) // 2
+    spectrum = np.fft.rfftn(y, norm="ortho")
+    band = (ring >= outer * nyquist) & (ring <= nyquist)
+    return float(np.sum(weight[band] * np.abs(spectrum[band]) ** 2) / np.sum(weight[band]))
+
+
+def _smooth(values, width):
+    """Gaussian smoothing over rings 1.. (ring 0, the mean, stays apart), reflected at the ends."""
+    if width <= 0 or values.size < 3:
+        return values
+    half = int(np.ceil(4 * width))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / width) ** 2)
+    rest = values[1:]
+    padded = np.pad(rest, half, mode="reflect" if rest.size > half else "edge")
+    return np.concatenate([values[:1], np.convolve(padded, kernel, mode="valid")])
+
+
+def ring_weights(y, f, f_probe, delta, eps=EPS, sigma2=None, smooth=SMOOTH_RINGS):
+    """The per-ring weights (a, b) of a F + b Y, for real arrays of one shape: y the noisy
+    image, f the prediction, f_probe the prediction of y + eps * delta; sigma2 the noise power
+    per coefficient (default: `white_noise_power(y)`). Ring 0 (the mean) keeps (1, 0)."""
+    sigma2 = white_noise_power(y) if sigma2 is None else sigma2
+    ring, weight = fourier_rings(y.shape)
+    Y, F = np.fft.rfftn(y, norm="ortho"), np.fft.rfftn(f, norm="ortho")
+    divergence = np.fft.rfftn(delta, norm="ortho") * np.conj(np.fft.rfftn(f_probe, norm="ortho") - F) / eps
+
+    def ring_sum(values):
+        return _smooth(np.bincount(ring.ravel(), (weight * values).ravel()), smooth)
+
+    count = ring_sum(np.ones(ring.shape))
+    p_ff = ring_sum(np.abs(F) ** 2) / count
+    p_yy = ring_sum(np.abs(Y) ** 2) / count
+    p_yf = ring_sum((Y * np.conj(F)).real) / count
+    s_f = p_yf - sigma2 * ring_sum(divergence.real) / count  # E[S conj F]
+    s_y = p_yy - sigma2  # E[S conj Y]
+    # Solve [[p_ff, p_yf], [p_yf, p_yy]] (a, b) = (s_f, s_y) with a small ridge toward (1, 0):
+    # where F is nearly proportional to Y in a ring the plain system is singular.
+    ridge = RIDGE * (p_ff + p_yy) / 2
+    m_ff, m_yy = p_ff + ridge, p_yy + ridge
+    s_f, det = s_f + ridge, m_ff * m_yy - p_yf**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (s_f * m_yy - s_y * p_yf) / det
+        b = (m_ff * s_y - p_yf * s_f) / det
+    keep = ~(np.isfinite(a) & np.isfinite(b))
+    keep[0] = True
+    a[keep], b[keep] = 1.0, 0.0
+    return a, b
+
+
+def mix(y, f, a, b):
+    """a_k F + b_k Y, ring by ring, back in real space."""
+    ring, _ = fourier_rings(y.shape)
+    spectrum = a[ring] * np.fft.rfftn(f, norm="ortho") + b[ring] * np.fft.rfftn(y, norm="ortho")
+    return np.fft.irfftn(spectrum, s=y.shape, axes=tuple(range(y.ndim)), norm="ortho")
+
+
+def calibrate(predict, image, eps=EPS, smooth=SMOOTH_RINGS, seed=0):
+    """Predict a standardized (*spatial, C) array and calibrate the prediction ring by ring,
+    each channel on its own. predict maps such an array to its prediction; it is called twice
+    (the image, and the image plus a small white probe). Same seed, same output."""
+    image = np.asarray(image, np.float32)
+    delta = np.random.default_rng(seed).standard_normal(image.shape).astype(np.float32)
+    f = predict(image)
+    f_probe = predict(image + eps * delta)
+    out = np.empty_like(f)
+    for c in range(image.shape[-1]):
+        y, fc = image[..., c].astype(np.float64), f[..., c].astype(np.float64)
+        a, b = ring_weights(y, fc, f_probe[..., c].astype(np.float64), delta[..., c], eps, smooth=smooth)
+        out[..., c] = mix(y, fc, a, b)
+    return out

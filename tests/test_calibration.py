@@ -1,0 +1,86 @@
+"""Fourier ring calibration: the ring sums against a full-spectrum loop, and that it lowers the
+error of a blind-spot predictor on white noise, where its assumptions hold."""
+
+import numpy as np
+from scipy import ndimage
+
+from n2s_tf import calibration
+from n2s_tf.metrics import fourier_rings
+
+
+def test_ring_weights_count_every_pixel_once():
+    for shape in [(8, 6), (7, 9), (4, 6, 5)]:
+        ring, weight = fourier_rings(shape)
+        assert weight.sum() == np.prod(shape)  # rfftn's half-spectrum stands for the whole one
+        assert ring.min() == 0
+
+
+def test_white_noise_power_is_the_noise_variance():
+    noise = np.random.default_rng(0).normal(0, 2.0, (128, 128))
+    assert abs(calibration.white_noise_power(noise) - 4.0) < 0.4
+
+
+def full_spectrum_weights(y, f, f_probe, delta, eps, sigma2):
+    """The same weights from np.fft.fftn's whole spectrum, ring by ring in a loop."""
+    n = min(y.shape)
+    fy, fx = np.meshgrid(np.fft.fftfreq(y.shape[0]), np.fft.fftfreq(y.shape[1]), indexing="ij")
+    ring = np.floor(np.hypot(fy, fx) * n + 0.5).astype(int)
+    Y, F = np.fft.fftn(y, norm="ortho"), np.fft.fftn(f, norm="ortho")
+    dF = (np.fft.fftn(f_probe, norm="ortho") - F) / eps
+    D = np.fft.fftn(delta, norm="ortho")
+    a, b = np.ones(ring.max() + 1), np.zeros(ring.max() + 1)
+    for k in range(1, ring.max() + 1):
+        m = ring == k
+        p_ff, p_yy = np.mean(np.abs(F[m]) ** 2), np.mean(np.abs(Y[m]) ** 2)
+        p_yf = np.mean((Y[m] * F[m].conj()).real)
+        s_f = p_yf - sigma2 * np.mean((D[m] * dF[m].conj()).real)
+        s_y = p_yy - sigma2
+        r = calibration.RIDGE * (p_ff + p_yy) / 2
+        a[k], b[k] = np.linalg.solve([[p_ff + r, p_yf], [p_yf, p_yy + r]], [s_f + r, s_y])
+    return a, b
+
+
+def test_ring_weights_match_a_full_spectrum_loop():
+    rng = np.random.default_rng(1)
+    y, f, f_probe, delta = rng.normal(size=(4, 10, 7))
+    a, b = calibration.ring_weights(y, f, f_probe, delta, eps=0.3, sigma2=0.7, smooth=0)
+    want_a, want_b = full_spectrum_weights(y, f, f_probe, delta, eps=0.3, sigma2=0.7)
+    np.testing.assert_allclose(a, want_a, rtol=1e-9)
+    np.testing.assert_allclose(b, want_b, rtol=1e-9)
+
+
+def neighbour_mean(x):
+    """A blind-spot predictor: each pixel from its 4 neighbours, never from itself."""
+    x = x[..., 0]
+    mean = (np.roll(x, 1, 0) + np.roll(x, -1, 0) + np.roll(x, 1, 1) + np.roll(x, -1, 1)) / 4
+    return mean[..., None]
+
+
+def test_calibration_lowers_the_error_of_a_blind_spot_predictor():
+    rng = np.random.default_rng(2)
+    clean = ndimage.gaussian_filter(rng.normal(size=(128, 128)), 2.0, mode="wrap")
+    clean /= clean.std()
+    noisy = clean + rng.normal(0, 0.7, clean.shape)
+    scale = noisy.std()
+    y = (noisy / scale)[..., None]
+    plain = neighbour_mean(y)[..., 0] * scale
+    calibrated = calibration.calibrate(neighbour_mean, y)[..., 0] * scale
+
+    def mse(x):
+        return np.mean((x - clean) ** 2)
+
+    assert mse(plain) < mse(noisy)
+    assert mse(calibrated) < 0.6 * mse(plain)
+    np.testing.assert_array_equal(calibration.calibrate(neighbour_mean, y)[..., 0] * scale, calibrated)
+
+
+def test_calibration_of_each_channel_and_of_volumes():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(6, 16, 16, 2)).astype(np.float32)
+
+    def predict(x):
+        return ndimage.uniform_filter(x, size=(3, 3, 3, 1), mode="wrap")
+
+    out = calibration.calibrate(predict, image)
+    assert out.shape == image.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert not np.allclose(out, predict(image), atol=1e-3)  # the shells were re-weighted
