@@ -34,10 +34,12 @@ def white_noise_power(y, outer=OUTER):
     """Power per Fourier coefficient (orthonormal FFT) of the white noise in the real array y,
     as the mean power of the rings from `outer` x Nyquist to Nyquist."""
     ring, weight = fourier_rings(y.shape)
-    nyquist = min(y.shape) // 2
-    spectrum = np.fft.rfftn(y, norm="ortho")
+    return _noise_power(np.fft.rfftn(y, norm="ortho"), ring, weight, min(y.shape) // 2, outer)
+
+
+def _noise_power(Y, ring, weight, nyquist, outer=OUTER):
     band = (ring >= outer * nyquist) & (ring <= nyquist)
-    return float(np.sum(weight[band] * np.abs(spectrum[band]) ** 2) / np.sum(weight[band]))
+    return float(np.sum(weight[band] * np.abs(Y[band]) ** 2) / np.sum(weight[band]))
 
 
 def _smooth(values, width):
@@ -55,10 +57,15 @@ def ring_weights(y, f, f_probe, delta, eps=EPS, sigma2=None, smooth=SMOOTH_RINGS
     """The per-ring weights (a, b) of a F + b Y, for real arrays of one shape: y the noisy
     image, f the prediction, f_probe the prediction of y + eps * delta; sigma2 the noise power
     per coefficient (default: `white_noise_power(y)`). Ring 0 (the mean) keeps (1, 0)."""
-    sigma2 = white_noise_power(y) if sigma2 is None else sigma2
     ring, weight = fourier_rings(y.shape)
-    Y, F = np.fft.rfftn(y, norm="ortho"), np.fft.rfftn(f, norm="ortho")
-    divergence = np.fft.rfftn(delta, norm="ortho") * np.conj(np.fft.rfftn(f_probe, norm="ortho") - F) / eps
+    spectra = [np.fft.rfftn(x, norm="ortho") for x in (y, f, f_probe, delta)]
+    return _weights(*spectra, ring, weight, min(y.shape) // 2, eps, sigma2, smooth)
+
+
+def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
+    """ring_weights from the orthonormal spectra Y, F, F_probe (of f_probe) and D (of delta)."""
+    sigma2 = _noise_power(Y, ring, weight, nyquist) if sigma2 is None else sigma2
+    divergence = D * np.conj(F_probe - F) / eps
 
     def ring_sum(values):
         return _smooth(np.bincount(ring.ravel(), (weight * values).ravel()), smooth)
@@ -83,13 +90,6 @@ def ring_weights(y, f, f_probe, delta, eps=EPS, sigma2=None, smooth=SMOOTH_RINGS
     return a, b
 
 
-def mix(y, f, a, b):
-    """a_k F + b_k Y, ring by ring, back in real space."""
-    ring, _ = fourier_rings(y.shape)
-    spectrum = a[ring] * np.fft.rfftn(f, norm="ortho") + b[ring] * np.fft.rfftn(y, norm="ortho")
-    return np.fft.irfftn(spectrum, s=y.shape, axes=tuple(range(y.ndim)), norm="ortho")
-
-
 def calibrate(predict, image, eps=EPS, smooth=SMOOTH_RINGS, seed=0):
     """Predict a standardized (*spatial, C) array and calibrate the prediction ring by ring,
     each channel on its own. predict maps such an array to its prediction; it is called twice
@@ -98,9 +98,14 @@ def calibrate(predict, image, eps=EPS, smooth=SMOOTH_RINGS, seed=0):
     delta = np.random.default_rng(seed).standard_normal(image.shape).astype(np.float32)
     f = predict(image)
     f_probe = predict(image + eps * delta)
+    spatial = image.shape[:-1]
+    ring, weight = fourier_rings(spatial)
+    axes = tuple(range(len(spatial)))
     out = np.empty_like(f)
     for c in range(image.shape[-1]):
-        y, fc = image[..., c].astype(np.float64), f[..., c].astype(np.float64)
-        a, b = ring_weights(y, fc, f_probe[..., c].astype(np.float64), delta[..., c], eps, smooth=smooth)
-        out[..., c] = mix(y, fc, a, b)
+        # float64 spectra, each computed once: numpy would keep float32 input in complex64.
+        Y, F, F_probe, D = (np.fft.rfftn(x[..., c].astype(np.float64), norm="ortho")
+                            for x in (image, f, f_probe, delta))
+        a, b = _weights(Y, F, F_probe, D, ring, weight, min(spatial) // 2, eps, None, smooth)
+        out[..., c] = np.fft.irfftn(a[ring] * F + b[ring] * Y, s=spatial, axes=axes, norm="ortho")
     return out

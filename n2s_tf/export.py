@@ -77,8 +77,6 @@ def with_policy(network: keras.Model, policy: str) -> keras.Model:
     "mixed_bfloat16", ...); the network itself when it already computes in that policy."""
     if network.dtype_policy.name == policy:
         return network
-    import n2s_tf.networks  # noqa: F401  registers the network classes
-
     config = {k: v for k, v in network.get_config().items() if k not in ("name", "trainable", "dtype")}
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
