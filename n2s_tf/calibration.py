@@ -7,7 +7,7 @@ each ring (shell in 3D) k this picks the real weights a_k, b_k of  a_k F + b_k Y
 the expected squared error against the unknown clean image S, from one noisy image alone
 (Stein's unbiased risk estimate), per Fourier coefficient of the ring:
 
-    E[S conj(Y)] = E|Y|^2 - sigma^2
+    E[S conj(Y)] = E|Y|^2 - sigma^2         (= E|S|^2 >= 0: a negative estimate is set to 0)
     E[S conj(F)] = E[Y conj(F)] - sigma^2 div_k F
 
 div_k F, the ring's part of the network's divergence, is estimated by Monte Carlo from one more
@@ -75,7 +75,10 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     p_yy = ring_sum(np.abs(Y) ** 2) / count
     p_yf = ring_sum((Y * np.conj(F)).real) / count
     s_f = p_yf - sigma2 * ring_sum(divergence.real) / count  # E[S conj F]
-    s_y = p_yy - sigma2  # E[S conj Y]
+    # E[S conj Y] = E|S|^2 cannot be negative; where the ring's signal is far below the noise the
+    # plain estimate is negative about half the time, and that flips the sign of the input's weight
+    # there (the positive part: seed-7 micrographs +0.01-0.02 dB, mean FRC +0.004-0.006).
+    s_y = np.maximum(p_yy - sigma2, 0.0)
     # Solve [[p_ff, p_yf], [p_yf, p_yy]] (a, b) = (s_f, s_y) with a small ridge toward (1, 0):
     # where F is nearly proportional to Y in a ring the plain system is singular.
     ridge = RIDGE * (p_ff + p_yy) / 2

@@ -29,22 +29,25 @@ def full_spectrum_weights(y, f, f_probe, delta, eps, sigma2):
     dF = (np.fft.fftn(f_probe, norm="ortho") - F) / eps
     D = np.fft.fftn(delta, norm="ortho")
     a, b = np.ones(ring.max() + 1), np.zeros(ring.max() + 1)
+    clipped = 0
     for k in range(1, ring.max() + 1):
         m = ring == k
         p_ff, p_yy = np.mean(np.abs(F[m]) ** 2), np.mean(np.abs(Y[m]) ** 2)
         p_yf = np.mean((Y[m] * F[m].conj()).real)
         s_f = p_yf - sigma2 * np.mean((D[m] * dF[m].conj()).real)
-        s_y = p_yy - sigma2
+        s_y = max(p_yy - sigma2, 0.0)  # E|S|^2 >= 0
+        clipped += p_yy < sigma2
         r = calibration.RIDGE * (p_ff + p_yy) / 2
         a[k], b[k] = np.linalg.solve([[p_ff + r, p_yf], [p_yf, p_yy + r]], [s_f + r, s_y])
-    return a, b
+    return a, b, clipped
 
 
 def test_ring_weights_match_a_full_spectrum_loop():
     rng = np.random.default_rng(1)
     y, f, f_probe, delta = rng.normal(size=(4, 10, 7))
     a, b = calibration.ring_weights(y, f, f_probe, delta, eps=0.3, sigma2=0.7, smooth=0)
-    want_a, want_b = full_spectrum_weights(y, f, f_probe, delta, eps=0.3, sigma2=0.7)
+    want_a, want_b, clipped = full_spectrum_weights(y, f, f_probe, delta, eps=0.3, sigma2=0.7)
+    assert clipped > 0  # rings whose power is under sigma^2 are among those checked
     np.testing.assert_allclose(a, want_a, rtol=1e-9)
     np.testing.assert_allclose(b, want_b, rtol=1e-9)
 
