@@ -8,6 +8,8 @@ noisy images only:
 - classical: Gaussian filter, non-local means and BM3D (both told the true sigma);
 - n2s_tf's N2S, N2SP and N2V, each trained self-supervised on the eight noisy images
   with the same step budget, batch and patch size;
+- n2s_tf's shipped general model (`general`; its training images are not among the eight),
+  as it is and fine-tuned self-supervised on each noisy image first (`general_adapt`);
 - CAREamics' Noise2Void with the same budget, run in its own virtual environment
   (bench/peers.py installs it there on first use).
 Prints per-image and mean PSNR / SSIM (0-255 scale) and each method's wall time
@@ -35,15 +37,19 @@ SIGMA = 25.0
 SEED = 2026
 TRAINED = ("n2s", "n2sp", "n2v")
 CLASSICAL = ("gaussian", "nlm", "bm3d")
+SHIPPED = ("general", "general_adapt")
 PEERS = ("careamics_n2v",)
 
-flags.DEFINE_string("methods", ",".join(CLASSICAL + TRAINED + PEERS), "comma-separated methods")
+flags.DEFINE_string("methods", ",".join(CLASSICAL + TRAINED + SHIPPED + PEERS), "comma-separated methods")
 flags.DEFINE_integer("steps", 2000, "training steps of every trained method (n2s_tf and CAREamics)")
 flags.DEFINE_integer("batch_size", 16, "training batch size")
 flags.DEFINE_integer("patch_size", 64, "training patch side")
 flags.DEFINE_string("network", "unet", "n2s_tf network")
 flags.DEFINE_string("mixed_precision", "float32", "n2s_tf training precision: float32 or bfloat16")
 flags.DEFINE_float("mask_fraction", 0.005, "n2s_tf: fraction of pixels masked per patch")
+flags.DEFINE_string("general_model", None, "general, general_adapt: exported model or training directory "
+                                           "(default: the shipped trained_models/general)")
+flags.DEFINE_integer("adapt_steps", 200, "general_adapt: self-supervised fine-tuning steps on each image")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
 flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
@@ -107,6 +113,17 @@ def train_n2s_tf(method, noisy_dir):
     return evaluate.model_denoiser(export, name=f"n2s_tf {method}", tta=FLAGS.tta, calibrate=FLAGS.calibrate), seconds
 
 
+def shipped_denoiser(method):
+    """The general model, as it is or fine-tuned on each image before denoising it."""
+    from n2s_tf import api
+    from n2s_tf.evaluate import Denoiser
+
+    model = api.load_model(FLAGS.general_model or str(api.TRAINED_MODELS / "general"))
+    adapt = FLAGS.adapt_steps if method == "general_adapt" else 0
+    return Denoiser(f"n2s_tf {method}", lambda x: api.denoise(x, model, tta=FLAGS.tta, calibrate=FLAGS.calibrate,
+                                                              adapt_steps=adapt))
+
+
 def run_careamics(triples, work):
     """CAREamics N2V trained on the noisy images with the same budget; {image: output}, result."""
     import peers
@@ -123,10 +140,10 @@ def run_careamics(triples, work):
 
 def main(argv):
     methods = [m for m in FLAGS.methods.split(",") if m]
-    unknown = [m for m in methods if m not in CLASSICAL + TRAINED + PEERS]
+    known = CLASSICAL + TRAINED + SHIPPED + PEERS
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; "
-                          f"choose from {', '.join(CLASSICAL + TRAINED + PEERS)}")
+        raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; choose from {', '.join(known)}")
     if FLAGS.steps < 1:
         raise ConfigError("--steps must be at least 1")
     from n2s_tf import evaluate
@@ -140,6 +157,8 @@ def main(argv):
         for method in methods:
             if method in CLASSICAL:
                 denoisers.append(classical_denoiser(method))
+            elif method in SHIPPED:
+                denoisers.append(shipped_denoiser(method))
             elif method in TRAINED:
                 denoiser, train_seconds[denoiser.name] = train_n2s_tf(method, work)
                 denoisers.append(denoiser)

@@ -62,6 +62,9 @@ class TrainConfig:
     data: Optional[str] = None  # file, folder or glob; None = built-in demo set
     target: Optional[str] = None  # folder of paired images (n2n: other half, n2t: clean)
     clean: Optional[str] = None  # folder of clean references for validation PSNR
+    # n2t: (low, high) std of Gaussian noise added on the fly to clean --data, as fractions of
+    # each image's std, drawn log-uniformly per patch; () = --data is noisy (or --target pairs).
+    noise: tuple = ()
     patch_size: tuple = (64, 64)
     batch_size: int = 16
     lr: float = 4e-4
@@ -122,7 +125,16 @@ class TrainConfig:
             raise ConfigError(
                 f"--patch_size {','.join(map(str, self.patch_size))} does not fit {self.ndim}D data"
             )
-        if self.method.target and not self.target and self.data is not None:
+        if self.noise:
+            if self.model != "n2t":
+                raise ConfigError(f"--noise trains on clean images with synthetic noise: it needs --model=n2t, "
+                                  f"not --model={self.model}")
+            if len(self.noise) != 2 or not 0 < self.noise[0] <= self.noise[1]:
+                raise ConfigError(f"--noise needs two positive fractions low,high with low <= high, got "
+                                  f"{','.join(map(str, self.noise))}")
+            if self.target or self.clean:
+                raise ConfigError("--noise makes the noisy inputs from clean --data: drop --target and --clean")
+        elif self.method.target and not self.target and self.data is not None:
             kind = "second noisy half" if self.method.target == "noisy" else "clean target"
             raise ConfigError(f"--model={self.model} needs --target (a folder with the {kind} of each --data file)")
         if self.target and not self.method.target:
@@ -143,6 +155,7 @@ class TrainConfig:
     def from_json(cls, text: str) -> "TrainConfig":
         values = json.loads(text)
         values["patch_size"] = tuple(values["patch_size"])
+        values["noise"] = tuple(values.get("noise", ()))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

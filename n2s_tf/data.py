@@ -81,12 +81,25 @@ def _random_patch(rng, arrays: Sequence[np.ndarray], patch_size, augment: bool):
     return patches
 
 
+def add_synthetic_noise(rng, clean, noise):
+    """(noisy, target) from a patch of a standardized clean image: Gaussian noise whose std is
+    drawn log-uniformly in noise = (low, high) (fractions of the image's std, which is 1), both
+    divided by the noisy image's std sqrt(1 + r^2), as standardizing the noisy image would at
+    prediction time."""
+    r = float(np.exp(rng.uniform(np.log(noise[0]), np.log(noise[1]))))
+    scale = np.float32(1.0 / np.sqrt(1.0 + r * r))
+    noisy = clean + np.float32(r) * rng.standard_normal(clean.shape, dtype=np.float32)
+    return noisy * scale, clean * scale
+
+
 def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worker=0,
-                  start_step=0, augment=True, swap_pairs=False):
-    """Yield batches x (N, *patch, C), or (x, y) when targets are given, forever.
+                  start_step=0, augment=True, swap_pairs=False, noise=()):
+    """Yield batches x (N, *patch, C), or (x, y) when targets are given or noise is added,
+    forever.
 
     Images are drawn in proportion to their number of pixels. `swap_pairs` swaps
-    input and target at random (Noise2Noise halves are interchangeable).
+    input and target at random (Noise2Noise halves are interchangeable). `noise` (low, high)
+    makes each (x, y) from a clean patch (see add_synthetic_noise).
     """
     for image in inputs:
         if any(s < p for s, p in zip(image.shape[:-1], patch_size)):
@@ -106,11 +119,13 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
             patches = _random_patch(rng, arrays, patch_size, augment)
             if swap_pairs and rng.integers(0, 2):
                 patches.reverse()
+            if noise:
+                patches = list(add_synthetic_noise(rng, patches[0], noise))
             xs.append(patches[0])
-            if targets is not None:
+            if len(patches) > 1:
                 ys.append(patches[1])
         x = np.ascontiguousarray(np.stack(xs))
-        yield x if targets is None else (x, np.ascontiguousarray(np.stack(ys)))
+        yield (x, np.ascontiguousarray(np.stack(ys))) if ys else x
         step += 1
 
 
@@ -120,7 +135,7 @@ def patch_dataset(inputs, targets=None, *, patch_size, batch_size, **kwargs):
 
     channels = inputs[0].shape[-1]
     spec = tf.TensorSpec((batch_size, *patch_size, channels), tf.float32)
-    signature = spec if targets is None else (spec, spec)
+    signature = spec if targets is None and not kwargs.get("noise") else (spec, spec)
     dataset = tf.data.Dataset.from_generator(
         lambda: patch_batches(inputs, targets, patch_size=patch_size, batch_size=batch_size, **kwargs),
         output_signature=signature,
@@ -135,9 +150,16 @@ def load_training_data(config):
     """Standardized training inputs, targets (or None) and validation pairs for `config`.
 
     Validation pairs are (noisy, clean) in original units; they come from the demo
-    set's held-out images, or from --clean (same file names as --data).
+    set's held-out images, or from --clean (same file names as --data). With --noise the
+    inputs are the clean images and there are no targets: batches add the noise.
     """
     from n2s_tf import io
+
+    if config.noise:
+        images = [clean for _, clean in demo_images("train")] if config.data is None else [
+            image for path in io.list_inputs(config.data) for image in _training_images(io.read_image(path), config)]
+        return [standardize(image)[0] for image in images], None, (
+            demo_images("heldout") if config.data is None else [])
 
     if config.data is None:
         train = demo_images("train")

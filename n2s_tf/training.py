@@ -289,7 +289,7 @@ def _train(config, strategy, chief, export):
     dataset = data_lib.patch_dataset(
         inputs, targets, patch_size=config.patch_size, batch_size=config.batch_size,
         seed=config.seed, worker=distribute.worker_index(strategy), start_step=start,
-        augment=config.augment, swap_pairs=config.method.target == "noisy")
+        augment=config.augment, swap_pairs=config.method.target == "noisy", noise=config.noise)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if chief else None
     monitor = _RunMonitor(config, manager, writer, validation, chief)
     if start < config.steps:

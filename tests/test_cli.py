@@ -47,6 +47,8 @@ def tiny_export(tmp_path_factory):
     (["--strategy=tpu"], "--strategy='tpu' is not one of"),
     (["--network_args=colour=1"], "--network_args"),
     (["--network_args=depth=-1"], "--network_args"),
+    (["--model=n2t", "--noise=0.1,high"], "--noise='0.1,high' must be positive numbers"),
+    (["--model=n2s", "--noise=0.1,1"], "needs --model=n2t"),
 ])
 def test_train_rejects_bad_flags_in_one_line(tmp_path, args, words):
     assert_user_error(run("train.py", f"--model_dir={tmp_path / 'run'}", "--steps=2", *args), words)

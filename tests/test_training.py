@@ -52,6 +52,41 @@ def test_every_method_trains_and_exports(tmp_path, folders, model):
     assert out.shape == image.shape and np.all(np.isfinite(out))
 
 
+def test_n2t_learns_from_clean_images_with_synthetic_noise(tmp_path, folders):
+    config = _config(tmp_path, folders, model="n2t", data=str(folders / "clean"), noise=(0.1, 2.0))
+    result = train(config)
+    losses = [h["loss"] for h in result["history"] if "loss" in h]
+    assert losses and np.all(np.isfinite(losses))
+    assert LoadedModel(result["export_dir"]).metadata["method"] == "n2t"
+    saved = TrainConfig.from_json(open(tmp_path / "run" / "config.json").read())
+    assert saved.noise == (0.1, 2.0)
+
+
+def test_synthetic_noise_against_a_hand_computed_patch():
+    clean = np.array([[[1.0], [-1.0]], [[0.5], [-0.5]]], np.float32)
+    noisy, target = data_lib.add_synthetic_noise(np.random.default_rng(5), clean, (0.3, 0.3))
+    # One std, r = 0.3: both are divided by the noisy image's std sqrt(1 + 0.09).
+    draws = np.random.default_rng(5)
+    draws.uniform()  # the log-uniform draw of r, fixed here since low == high
+    expected_noise = 0.3 * draws.standard_normal(clean.shape, dtype=np.float32)
+    np.testing.assert_allclose(target, clean / np.sqrt(1.09), rtol=1e-6)
+    np.testing.assert_allclose(noisy, (clean + expected_noise) / np.sqrt(1.09), rtol=1e-5)
+
+
+def test_synthetic_noise_levels_span_the_range_log_uniformly():
+    rng = np.random.default_rng(0)
+    clean = np.where(np.indices((8, 8)).sum(0) % 2, 1.0, -1.0).astype(np.float32)[..., None]
+    levels = []
+    for _ in range(400):
+        noisy, target = data_lib.add_synthetic_noise(rng, clean, (0.1, 10.0))
+        scale = float(np.abs(target).max())  # 1 / sqrt(1 + r^2)
+        levels.append(np.sqrt(1 / scale**2 - 1))
+        np.testing.assert_allclose(np.std((noisy - target) / scale), levels[-1], rtol=0.5)
+    logs = np.log10(levels)
+    assert -1.05 < logs.min() < -0.85 and 0.85 < logs.max() < 1.05
+    assert abs(np.median(logs)) < 0.15  # log-uniform: the median of r is sqrt(low * high) = 1
+
+
 def test_n2sp_switches_to_learned_sigma(tmp_path, folders):
     config = _config(tmp_path, folders, model="n2sp", steps=4, pro_steps=2)
     assert config.switch_step == 2
@@ -86,6 +121,12 @@ def test_impossible_combinations_are_config_errors(tmp_path, folders):
         _config(tmp_path, folders, patch_size=(18, 18)).validate(stride=4)
     with pytest.raises(ConfigError, match="not one of"):
         _config(tmp_path, folders, model="n3s").validate()
+    with pytest.raises(ConfigError, match="needs --model=n2t"):
+        _config(tmp_path, folders, model="n2s", noise=(0.1, 1.0)).validate()
+    with pytest.raises(ConfigError, match="low <= high"):
+        _config(tmp_path, folders, model="n2t", noise=(1.0, 0.1)).validate()
+    with pytest.raises(ConfigError, match="drop --target and --clean"):
+        _config(tmp_path, folders, model="n2t", noise=(0.1, 1.0), target=str(folders / "b")).validate()
 
 
 def test_patch_batches_are_a_function_of_seed_and_step():

@@ -54,6 +54,17 @@ def parse_ints(text: str, flag: str) -> tuple:
     return values
 
 
+def parse_floats(text: str, flag: str) -> tuple:
+    """'0.05,1.0' -> a tuple of positive floats."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise ConfigError(f"--{flag}={text!r} must be positive numbers separated by commas")
+    return values
+
+
 def parse_network_args(text: str) -> dict:
     """'depth=3,base_filters=48,n2v2=true' -> {'depth': 3, 'base_filters': 48, 'n2v2': True}."""
     import json

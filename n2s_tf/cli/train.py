@@ -7,7 +7,7 @@
 
 from absl import flags
 
-from n2s_tf.cli.common import parse_ints, parse_network_args, run_main
+from n2s_tf.cli.common import parse_floats, parse_ints, parse_network_args, run_main
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +34,9 @@ def _define_flags():
     flags.DEFINE_string("data", None, "training images: file, folder or glob (default: built-in demo set)")
     flags.DEFINE_string("target", None, "folder of paired images with the same names "
                                         "(n2n: the other half; n2t: clean targets)")
+    flags.DEFINE_string("noise", "", "n2t on clean --data: Gaussian noise added on the fly, its std drawn "
+                                     "log-uniformly per patch between two fractions of the image's std, "
+                                     "e.g. 0.05,1.0")
     flags.DEFINE_string("clean", None, "folder of clean references (same names as --data) for validation PSNR")
     flags.DEFINE_string("patch_size", "", "patch size, e.g. 64 or 64,64 (2D) or 16,64,64 (3D); "
                                           "default 64x64, or 16x64x64 for volumes")
@@ -67,7 +70,7 @@ def config_from_flags():
     return TrainConfig(
         model=FLAGS.model, steps=FLAGS.steps, pro_steps=FLAGS.pro_steps, network=FLAGS.network,
         network_args=parse_network_args(FLAGS.network_args), ndim=len(patch), data=FLAGS.data,
-        target=FLAGS.target, clean=FLAGS.clean, patch_size=patch, batch_size=batch, lr=FLAGS.lr,
+        target=FLAGS.target, clean=FLAGS.clean, noise=parse_floats(FLAGS.noise, "noise") if FLAGS.noise else (), patch_size=patch, batch_size=batch, lr=FLAGS.lr,
         lr_decay_steps=FLAGS.lr_decay_steps, lmbd=FLAGS.lmbd, masking=FLAGS.masking,
         mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, model_dir=FLAGS.model_dir,
         checkpoint_every=FLAGS.checkpoint_every, resume=FLAGS.resume, seed=FLAGS.seed,
