@@ -37,8 +37,8 @@ def full_spectrum_weights(y, f, f_probe, delta, eps, sigma2):
         s_f = p_yf - sigma2 * np.mean((D[m] * dF[m].conj()).real)
         s_y = max(p_yy - sigma2, 0.0)  # E|S|^2 >= 0
         clipped += p_yy < sigma2
-        r = calibration.RIDGE * (p_ff + p_yy) / 2
-        a[k], b[k] = np.linalg.solve([[p_ff + r, p_yf], [p_yf, p_yy + r]], [s_f + r, s_y])
+        r = calibration.RIDGE
+        a[k], b[k] = np.linalg.solve([[p_ff * (1 + r), p_yf], [p_yf, p_yy * (1 + r)]], [s_f + r * p_ff, s_y])
     return a, b, clipped
 
 
