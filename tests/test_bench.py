@@ -41,3 +41,15 @@ def test_peers_venv_is_not_built_over_a_foreign_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a virtual environment"):
         peers.ensure_peers_venv(str(tmp_path))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_the_general_models_training_set_holds_none_of_the_benchmark_images(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, check=True,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")).stdout
+
+    run(os.path.join(BENCH, "natural_training_set.py"), f"--out={tmp_path}")
+    written = {name[:-len(".tif")].removesuffix("_half") for name in os.listdir(tmp_path)}
+    benchmark = run("-c", f"import sys; sys.path.insert(0, {BENCH!r}); import quality; print(*quality.IMAGES)").split()
+    assert len(written) == 13 and len(benchmark) == 8
+    assert not written & set(benchmark) and "cat" not in written  # cat is chelsea

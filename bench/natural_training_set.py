@@ -1,0 +1,71 @@
+"""Write the clean images the shipped general model is trained on (no download).
+
+    python bench/natural_training_set.py --out=runs/natural_clean
+    python train.py --model=n2t --noise=0.05,3.0 --data=runs/natural_clean ...
+
+Grayscale images that ship with scikit-image and matplotlib, none of them one of
+bench/quality.py's eight benchmark images, as float32 TIFFs on the 0-255 scale; images of
+at least 400 px also at half scale (more structure per patch). The retina is halved first (it
+would otherwise give a third of the patches).
+"""
+
+import os
+import sys
+
+import numpy as np
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from n2s_tf.cli.common import run_main  # noqa: E402
+
+SKIMAGE = ("grass", "gravel", "page", "text", "clock", "cell", "hubble_deep_field", "immunohistochemistry",
+           "retina", "shepp_logan_phantom", "horse")
+MATPLOTLIB = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
+
+flags.DEFINE_string("out", "runs/natural_clean", "output folder")
+FLAGS = flags.FLAGS
+
+
+def training_images():
+    """{name: (H, W) float32 on the 0-255 scale}."""
+    import matplotlib
+    import matplotlib.image
+    import skimage.color
+    import skimage.transform
+
+    from n2s_tf.data import skimage_gray
+
+    images = {}
+    for name in SKIMAGE:
+        image = skimage_gray(name)
+        if image.max() <= 1.0:  # binary and [0, 1] images (horse, the phantom)
+            image = image * 255.0
+        images[name] = image
+    images["retina"] = skimage.transform.rescale(images["retina"], 0.5, anti_aliasing=True)
+    for file in MATPLOTLIB:
+        rgb = matplotlib.image.imread(os.path.join(matplotlib.get_data_path(), "sample_data", file))
+        rgb = rgb[..., :3].astype(np.float64) / (255.0 if rgb.max() > 1 else 1.0)
+        images[file.split(".")[0]] = skimage.color.rgb2gray(rgb) * 255.0
+    for name, image in list(images.items()):
+        if min(image.shape) >= 400:
+            images[f"{name}_half"] = skimage.transform.rescale(image, 0.5, anti_aliasing=True)
+    return {name: image.astype(np.float32) for name, image in images.items()}
+
+
+def main(argv):
+    import tifffile
+
+    images = training_images()
+    os.makedirs(FLAGS.out, exist_ok=True)
+    for name, image in images.items():
+        path = os.path.join(FLAGS.out, f"{name}.tif")
+        tifffile.imwrite(path + ".tmp", image, photometric="minisblack")
+        os.replace(path + ".tmp", path)
+    pixels = sum(image.size for image in images.values())
+    print(f"wrote {len(images)} images ({pixels / 1e6:.1f} megapixels) to {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)
