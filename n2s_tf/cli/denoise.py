@@ -82,6 +82,10 @@ def main(argv):
     model = api.load_model(FLAGS.model or api.default_model_path(inputs[0]), precision=FLAGS.precision)
     print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
           f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
+    if FLAGS.adapt_steps and model.metadata["method"] in ("n2t", "n2n"):
+        # Measured: general/2 (n2t) lost 2.9 dB on bench/quality.py after 200 N2S steps.
+        print(f"warning: --adapt_steps fine-tunes self-supervised, away from this {model.metadata['method']} "
+              f"model's (non-blind) solution; it usually makes such a model worse", file=sys.stderr)
     for source, target, preview in zip(inputs, outputs, previews):
         start = time.time()
         image = io.read_image(source)
