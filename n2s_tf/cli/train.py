@@ -70,7 +70,8 @@ def config_from_flags():
     return TrainConfig(
         model=FLAGS.model, steps=FLAGS.steps, pro_steps=FLAGS.pro_steps, network=FLAGS.network,
         network_args=parse_network_args(FLAGS.network_args), ndim=len(patch), data=FLAGS.data,
-        target=FLAGS.target, clean=FLAGS.clean, noise=parse_floats(FLAGS.noise, "noise") if FLAGS.noise else (), patch_size=patch, batch_size=batch, lr=FLAGS.lr,
+        target=FLAGS.target, clean=FLAGS.clean, noise=parse_floats(FLAGS.noise, "noise") if FLAGS.noise else (),
+        patch_size=patch, batch_size=batch, lr=FLAGS.lr,
         lr_decay_steps=FLAGS.lr_decay_steps, lmbd=FLAGS.lmbd, masking=FLAGS.masking,
         mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, model_dir=FLAGS.model_dir,
         checkpoint_every=FLAGS.checkpoint_every, resume=FLAGS.resume, seed=FLAGS.seed,
