@@ -102,13 +102,12 @@ def train_model(method, noisy_dir, other_dir, model_dir):
 
 def shipped_denoiser(method):
     """A shipped model, as it is or fine-tuned on each micrograph before denoising it."""
-    from n2s_tf import api
-    from n2s_tf.evaluate import Denoiser
+    from n2s_tf import api, evaluate
 
     model = api.load_model(str(api.TRAINED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
     adapt = FLAGS.adapt_steps if method == "cryoem_adapt" else 0
-    return Denoiser(method, lambda x: api.denoise(x, model, tta=FLAGS.tta, calibrate=FLAGS.calibrate, adapt_steps=adapt,
-                                                   adapt_method=FLAGS.adapt_method))
+    return evaluate.model_denoiser(model, name=method, tta=FLAGS.tta, calibrate=FLAGS.calibrate,
+                                   adapt_steps=adapt, adapt_method=FLAGS.adapt_method)
 
 
 def run_peer(method, noisy_path, work):

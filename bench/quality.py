@@ -115,13 +115,12 @@ def train_n2s_tf(method, noisy_dir):
 
 def shipped_denoiser(method):
     """The general model, as it is or fine-tuned on each image before denoising it."""
-    from n2s_tf import api
-    from n2s_tf.evaluate import Denoiser
+    from n2s_tf import api, evaluate
 
     model = api.load_model(FLAGS.general_model or str(api.TRAINED_MODELS / "general"))
     adapt = FLAGS.adapt_steps if method == "general_adapt" else 0
-    return Denoiser(f"n2s_tf {method}", lambda x: api.denoise(x, model, tta=FLAGS.tta, calibrate=FLAGS.calibrate,
-                                                              adapt_steps=adapt))
+    return evaluate.model_denoiser(model, name=f"n2s_tf {method}", tta=FLAGS.tta, calibrate=FLAGS.calibrate,
+                                   adapt_steps=adapt)
 
 
 def run_careamics(triples, work):

@@ -70,7 +70,7 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     def ring_sum(values):
         return _smooth(np.bincount(ring.ravel(), (weight * values).ravel()), smooth)
 
-    count = ring_sum(np.ones(ring.shape))
+    count = ring_sum(1.0)
     p_ff = ring_sum(np.abs(F) ** 2) / count
     p_yy = ring_sum(np.abs(Y) ** 2) / count
     p_yf = ring_sum((Y * np.conj(F)).real) / count

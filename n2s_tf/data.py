@@ -129,15 +129,16 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
         step += 1
 
 
-def patch_dataset(inputs, targets=None, *, patch_size, batch_size, **kwargs):
+def patch_dataset(inputs, targets=None, *, patch_size, batch_size, noise=(), **kwargs):
     """A tf.data stream of `patch_batches`, prefetched so the trainer never waits on numpy."""
     import tensorflow as tf  # here only: standardize() above serves TensorFlow-free callers too
 
     channels = inputs[0].shape[-1]
     spec = tf.TensorSpec((batch_size, *patch_size, channels), tf.float32)
-    signature = spec if targets is None and not kwargs.get("noise") else (spec, spec)
+    signature = spec if targets is None and not noise else (spec, spec)
     dataset = tf.data.Dataset.from_generator(
-        lambda: patch_batches(inputs, targets, patch_size=patch_size, batch_size=batch_size, **kwargs),
+        lambda: patch_batches(inputs, targets, patch_size=patch_size, batch_size=batch_size, noise=noise,
+                              **kwargs),
         output_signature=signature,
     )
     options = tf.data.Options()
@@ -155,19 +156,13 @@ def load_training_data(config):
     """
     from n2s_tf import io
 
-    if config.noise:
-        images = [clean for _, clean in demo_images("train")] if config.data is None else [
-            image for path in io.list_inputs(config.data) for image in _training_images(io.read_image(path), config)]
-        return [standardize(image)[0] for image in images], None, (
-            demo_images("heldout") if config.data is None else [])
-
     if config.data is None:
         train = demo_images("train")
         if config.method.target == "noisy":
             raise ConfigError("--model=n2n needs --data and --target (two noisy halves); the demo set has one")
-        inputs, targets = [], [] if config.method.target else None
+        inputs, targets = [], [] if config.method.target and not config.noise else None
         for noisy, clean in train:
-            x, stats = standardize(noisy)
+            x, stats = standardize(clean if config.noise else noisy)
             inputs.append(x)
             if targets is not None:
                 targets.append(standardize(clean, stats)[0])

@@ -50,17 +50,17 @@ class Denoiser:
         return np.asarray(self.fn(image), dtype=np.float32)
 
 
-def model_denoiser(model, name: Optional[str] = None, tta: bool = False, tile: Optional[int] = None,
-                   calibrate: bool = False) -> Denoiser:
-    """An exported model (path, or an `api.load_model` result) as a Denoiser. Its name
-    defaults to the last component of the path, or the model's method."""
+def model_denoiser(model, name: Optional[str] = None, **options) -> Denoiser:
+    """An exported model (path, or an `api.load_model` result) as a Denoiser; `options` go to
+    `api.denoise` (tta, calibrate, tile, adapt_steps, ...). Its name defaults to the last
+    component of the path, or the model's method."""
     from n2s_tf import api
 
     if isinstance(model, (str, os.PathLike)):
         name = name or os.path.basename(os.path.normpath(model))
         model = api.load_model(model)
     name = name or model.metadata["method"]
-    return Denoiser(name, lambda image: api.denoise(image, model, tile=tile, tta=tta, calibrate=calibrate))
+    return Denoiser(name, lambda image: api.denoise(image, model, **options))
 
 
 def baseline_denoiser(baseline: str, name: Optional[str] = None, **params) -> Denoiser:

@@ -45,23 +45,21 @@ def run_main(main):
 
 def parse_ints(text: str, flag: str) -> tuple:
     """'64' or '16,64,64' -> a tuple of positive ints."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise ConfigError(f"--{flag}={text!r} must be positive integers separated by commas")
-    return values
+    return _parse_positive(text, flag, int, "integers")
 
 
 def parse_floats(text: str, flag: str) -> tuple:
-    """'0.05,1.0' -> a tuple of positive floats."""
+    """'0.05,1.0' -> a tuple of positive (finite) floats."""
+    return _parse_positive(text, flag, float, "numbers")
+
+
+def _parse_positive(text, flag, kind, what):
     try:
-        values = tuple(float(v) for v in text.split(","))
+        values = tuple(kind(v) for v in text.split(","))
     except ValueError:
         values = ()
     if not values or not all(0 < v < float("inf") for v in values):
-        raise ConfigError(f"--{flag}={text!r} must be positive numbers separated by commas")
+        raise ConfigError(f"--{flag}={text!r} must be positive {what} separated by commas")
     return values
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from absl import flags
 
 from n2s_tf.cli.common import run_main
-from n2s_tf.config import ConfigError
+from n2s_tf.config import METHODS, ConfigError
 
 FLAGS = flags.FLAGS
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "noisy_camera.png"
@@ -82,7 +82,7 @@ def main(argv):
     model = api.load_model(FLAGS.model or api.default_model_path(inputs[0]), precision=FLAGS.precision)
     print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
           f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
-    if FLAGS.adapt_steps and model.metadata["method"] in ("n2t", "n2n"):
+    if FLAGS.adapt_steps and METHODS[model.metadata["method"]].target:
         # Measured: general/2 (n2t) lost 2.9 dB on bench/quality.py after 200 N2S steps.
         print(f"warning: --adapt_steps fine-tunes self-supervised, away from this {model.metadata['method']} "
               f"model's (non-blind) solution; it usually makes such a model worse", file=sys.stderr)
