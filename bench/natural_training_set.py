@@ -3,12 +3,14 @@
     python bench/natural_training_set.py --out=runs/natural_clean
     python train.py --model=n2t --noise=0.05,3.0 --data=runs/natural_clean ...
 
-Grayscale images that ship with scikit-image and matplotlib, none of them one of
-bench/quality.py's eight benchmark images, as float32 TIFFs on the 0-255 scale; images of
+Grayscale images that ship with scikit-image, matplotlib and PyWavelets (which the bm3d extra
+brings), none of them one of bench/quality.py's eight benchmark images (nor PyWavelets' copy of
+the camera man), as float32 TIFFs on the 0-255 scale; images of
 at least 400 px also at half scale (more structure per patch). The retina is halved first (it
 would otherwise give a third of the patches).
 """
 
+import gzip
 import os
 import sys
 
@@ -23,6 +25,7 @@ from n2s_tf.cli.common import run_main  # noqa: E402
 SKIMAGE = ("grass", "gravel", "page", "text", "clock", "cell", "hubble_deep_field", "immunohistochemistry",
            "retina", "shepp_logan_phantom", "horse")
 MATPLOTLIB = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
+PYWAVELETS = ("aero", "ascent")
 
 flags.DEFINE_string("out", "runs/natural_clean", "output folder")
 FLAGS = flags.FLAGS
@@ -32,7 +35,9 @@ def training_images():
     """{name: (H, W) float32 on the 0-255 scale}."""
     import matplotlib
     import matplotlib.image
+    import pywt.data
     import skimage.color
+    import skimage.data
     import skimage.transform
 
     from n2s_tf.data import skimage_gray
@@ -44,6 +49,15 @@ def training_images():
             image = image * 255.0
         images[name] = image
     images["retina"] = skimage.transform.rescale(images["retina"], 0.5, anti_aliasing=True)
+    # Added for trained_models/general/3 (general/2 was trained on the 21 images above).
+    images["microaneurysms"] = skimage_gray("microaneurysms")
+    left = skimage.data.stereo_motorcycle()[0]  # the right view is nearly the same picture
+    images["motorcycle"] = skimage.color.rgb2gray(left) * 255.0
+    for name in PYWAVELETS:
+        images[name] = getattr(pywt.data, name)().astype(np.float64)
+    with gzip.open(os.path.join(matplotlib.get_data_path(), "sample_data", "s1045.ima.gz")) as f:
+        mri = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float64)
+    images["mri"] = mri * (255.0 / mri.max())
     for file in MATPLOTLIB:
         rgb = matplotlib.image.imread(os.path.join(matplotlib.get_data_path(), "sample_data", file))
         rgb = rgb[..., :3].astype(np.float64) / (255.0 if rgb.max() > 1 else 1.0)

@@ -74,6 +74,9 @@ class TrainConfig:
     mask_fraction: float = 0.005
     augment: bool = True
     model_dir: str = "runs/n2s"
+    # An exported model (or training dir) whose weights start the run instead of random ones:
+    # fine-tuning a shipped model on new data; its network must be the one the flags build.
+    init: Optional[str] = None
     checkpoint_every: int = 500
     resume: bool = False
     seed: int = 0

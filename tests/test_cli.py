@@ -49,6 +49,8 @@ def tiny_export(tmp_path_factory):
     (["--network_args=depth=-1"], "--network_args"),
     (["--model=n2t", "--noise=0.1,high"], "--noise='0.1,high' must be positive numbers"),
     (["--model=n2s", "--noise=0.1,1"], "needs --model=n2t"),
+    (["--init=/nonexistent_dir"], "--init: no exported n2s_tf model"),
+    (["--init=trained_models/general", "--network_args=depth=3"], "pass its --network and --network_args"),
 ])
 def test_train_rejects_bad_flags_in_one_line(tmp_path, args, words):
     assert_user_error(run("train.py", f"--model_dir={tmp_path / 'run'}", "--steps=2", *args), words)

@@ -114,6 +114,21 @@ def test_resume_refuses_other_flags_and_fresh_runs_refuse_old_dirs(tmp_path, fol
         train(_config(tmp_path, folders, model="n2s", steps=4), export=False)
 
 
+def test_init_starts_from_an_exported_models_weights(tmp_path, folders):
+    first = train(_config(tmp_path / "first", folders, model="n2s", steps=2))
+    trained = LoadedModel(first["export_dir"]).keras_network().trainable_weights
+    # A tiny rate: after one step the weights are still the exported ones, not random ones.
+    second = train(_config(tmp_path / "second", folders, model="n2t", data=str(folders / "clean"),
+                           noise=(0.1, 1.0), steps=1, lr=1e-12, init=first["model_dir"]), export=False)
+    for a, b in zip(trained, second["model"].network.trainable_weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    other = dict(TINY["network_args"], depth=2)
+    with pytest.raises(ConfigError, match="pass its --network and --network_args"):
+        train(_config(tmp_path / "third", folders, model="n2s", network_args=other, init=first["model_dir"]))
+    with pytest.raises(ConfigError, match="--init: no exported n2s_tf model"):
+        train(_config(tmp_path / "fourth", folders, model="n2s", init=str(tmp_path / "none")))
+
+
 def test_impossible_combinations_are_config_errors(tmp_path, folders):
     with pytest.raises(ConfigError, match="needs --target"):
         _config(tmp_path, folders, model="n2n").validate()

@@ -45,6 +45,8 @@ def _define_flags():
     # Run
     flags.DEFINE_string("model_dir", d.model_dir, "where checkpoints, logs and the export go")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "checkpoint (and validate) every K steps")
+    flags.DEFINE_string("init", None, "start from the weights of an exported model (e.g. "
+                                      "trained_models/general) with the same --network and --network_args")
     flags.DEFINE_boolean("resume", d.resume, "continue the run in --model_dir from its last checkpoint")
     flags.DEFINE_integer("seed", d.seed, "makes a run repeatable")
     flags.DEFINE_string("strategy", d.strategy, "auto, one_device, mirrored or multi_worker")
@@ -73,7 +75,7 @@ def config_from_flags():
         target=FLAGS.target, clean=FLAGS.clean, noise=parse_floats(FLAGS.noise, "noise") if FLAGS.noise else (),
         patch_size=patch, batch_size=batch, lr=FLAGS.lr,
         lr_decay_steps=FLAGS.lr_decay_steps, lmbd=FLAGS.lmbd, masking=FLAGS.masking,
-        mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, model_dir=FLAGS.model_dir,
+        mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, model_dir=FLAGS.model_dir, init=FLAGS.init,
         checkpoint_every=FLAGS.checkpoint_every, resume=FLAGS.resume, seed=FLAGS.seed,
         strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices, mixed_precision=FLAGS.mixed_precision,
         jit_compile=FLAGS.jit_compile,
