@@ -1,6 +1,8 @@
 """Fourier ring calibration: the ring sums against a full-spectrum loop, and that it lowers the
 error of a blind-spot predictor on white noise, where its assumptions hold."""
 
+from math import erfc
+
 import numpy as np
 from scipy import ndimage
 
@@ -20,6 +22,13 @@ def test_white_noise_power_is_the_noise_variance():
     assert abs(calibration.white_noise_power(noise) - 4.0) < 0.4
 
 
+def test_nonnegative_mean_of_a_truncated_normal():
+    # Hand values: N(mu, 1) truncated at 0 has mean mu + phi(mu) / Phi(mu).
+    got = calibration.nonnegative_mean(np.array([0.0, -1.0, 3.0, -40.0]), 1.0)
+    np.testing.assert_allclose(got[:3], [0.7978846, 0.5251353, 3.0044378], rtol=1e-6)
+    assert 0.02 < got[3] < 0.03  # far below 0: about 1 / 40, no overflow
+
+
 def full_spectrum_weights(y, f, f_probe, delta, eps, sigma2):
     """The same weights from np.fft.fftn's whole spectrum, ring by ring in a loop."""
     n = min(y.shape)
@@ -29,25 +38,28 @@ def full_spectrum_weights(y, f, f_probe, delta, eps, sigma2):
     dF = (np.fft.fftn(f_probe, norm="ortho") - F) / eps
     D = np.fft.fftn(delta, norm="ortho")
     a, b = np.ones(ring.max() + 1), np.zeros(ring.max() + 1)
-    clipped = 0
+    below = 0
     for k in range(1, ring.max() + 1):
         m = ring == k
         p_ff, p_yy = np.mean(np.abs(F[m]) ** 2), np.mean(np.abs(Y[m]) ** 2)
         p_yf = np.mean((Y[m] * F[m].conj()).real)
         s_f = p_yf - sigma2 * np.mean((D[m] * dF[m].conj()).real)
-        s_y = max(p_yy - sigma2, 0.0)  # E|S|^2 >= 0
-        clipped += p_yy < sigma2
+        # E|S|^2 >= 0, from p_yy - sigma2 with error p_yy / sqrt(rfftn's coefficients in the ring)
+        error = p_yy / np.sqrt(np.sum(m[:, : y.shape[1] // 2 + 1]))
+        z = (p_yy - sigma2) / error
+        s_y = p_yy - sigma2 + error * np.exp(-z**2 / 2) / np.sqrt(2 * np.pi) / (0.5 * erfc(-z / np.sqrt(2)))
+        below += p_yy < sigma2
         r = calibration.RIDGE
         a[k], b[k] = np.linalg.solve([[p_ff * (1 + r), p_yf], [p_yf, p_yy * (1 + r)]], [s_f + r * p_ff, s_y])
-    return a, b, clipped
+    return a, b, below
 
 
 def test_ring_weights_match_a_full_spectrum_loop():
     rng = np.random.default_rng(1)
     y, f, f_probe, delta = rng.normal(size=(4, 10, 7))
     a, b = calibration.ring_weights(y, f, f_probe, delta, eps=0.3, sigma2=0.7, smooth=0)
-    want_a, want_b, clipped = full_spectrum_weights(y, f, f_probe, delta, eps=0.3, sigma2=0.7)
-    assert clipped > 0  # rings whose power is under sigma^2 are among those checked
+    want_a, want_b, below = full_spectrum_weights(y, f, f_probe, delta, eps=0.3, sigma2=0.7)
+    assert below > 0  # rings whose power is under sigma^2 are among those checked
     np.testing.assert_allclose(a, want_a, rtol=1e-9)
     np.testing.assert_allclose(b, want_b, rtol=1e-9)
 
