@@ -21,7 +21,7 @@ and its sigma^2 from the outer rings is then wrong.
 """
 
 import numpy as np
-from scipy.special import log_ndtr
+from scipy.special import erfcx
 
 from n2s_tf.metrics import fourier_rings
 
@@ -60,8 +60,9 @@ def nonnegative_mean(estimate, error):
     given standard deviation: the mean of that normal truncated at 0 (a flat prior on [0, inf)).
     Where the estimate is many errors below 0 this tends to 0; far above, to the estimate."""
     z = estimate / error
-    # phi(z) / Phi(z) in logs: stable far into the negative tail, where both vanish.
-    mills = np.exp(-0.5 * z**2 - 0.5 * np.log(2 * np.pi) - log_ndtr(z))
+    # phi(z) / Phi(z) through the scaled complementary error function: no overflow or 0/0 far
+    # into the negative tail, where phi and Phi both vanish.
+    mills = np.sqrt(2 / np.pi) / erfcx(-z / np.sqrt(2))
     return np.maximum(estimate + error * mills, 0.0)
 
 
