@@ -90,12 +90,12 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     s_f = p_yf - sigma2 * ring_sum(divergence.real) / count  # E[S conj F]
     # E[S conj Y] = E|S|^2 cannot be negative; where the ring's signal is far below the noise the
     # plain estimate is negative about half the time, which flips the sign of the input's weight.
-    # Its error: p_yy / sqrt(n), n the independent coefficients the smoothed ring sum holds (|Y|^2
-    # is exponential). Setting negative estimates to 0 (before 2026-11-30: seed-7 micrographs
-    # +0.01-0.02 dB, mean FRC +0.004-0.006 over the plain estimate) left the noise-dominated rings
-    # with no input at all, only the network's output, uncorrelated with the signal there; the
-    # truncated-normal mean keeps a weight on the input as large as the error allows (seed 7:
-    # mean FRC +0.005 / +0.008 / +0.005 at SNR 0.05 / 0.1 / 0.3 for -0.016 / -0.005 / -0.003 dB).
+    # Its error is p_yy / sqrt(n), n the independent coefficients in the smoothed ring sum (|Y|^2
+    # is exponential). Clipping the estimate at 0 left those rings with the part of the network's
+    # output orthogonal to the input, uncorrelated with the signal there; the mean of the
+    # truncated normal keeps a weight on the input as large as the error allows (seed-7
+    # micrographs, against clipping: mean FRC +0.005 / +0.008 / +0.005 at SNR 0.05 / 0.1 / 0.3 for
+    # -0.016 / -0.005 / -0.003 dB; clipping had given +0.004-0.006 over the plain estimate).
     coefficients = np.bincount(ring.ravel()).astype(np.float64)
     independent = _smooth(coefficients, smooth) ** 2 / _smooth(coefficients, smooth, power=2)
     with np.errstate(divide="ignore", invalid="ignore"):
