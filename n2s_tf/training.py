@@ -315,24 +315,22 @@ def _train(config, strategy, chief, export):
 def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:
     """--init: copy the weights of an exported model into the freshly built network, which
     must be the same network (kind and options; the layer names may differ)."""
-    from n2s_tf.export import METADATA_FILE, NETWORK_FILE, resolve_export
+    from n2s_tf.export import LoadedModel
 
     try:
-        path = resolve_export(config.init)
+        trained = LoadedModel(config.init)
     except FileNotFoundError as error:
         raise ConfigError(f"--init: {error}") from None
-    with open(os.path.join(path, "assets", METADATA_FILE)) as f:
-        meta = json.load(f)
 
     def options(network_config):  # what fixes the shapes and the meaning of the weights
         return {k: v for k, v in sorted(network_config.items()) if k not in ("name", "trainable", "dtype")}
 
-    if meta["network"] != config.network or options(meta["network_config"]) != options(network.get_config()):
-        raise ConfigError(f"--init: {config.init} holds a {meta['network']} network {options(meta['network_config'])}, "
-                          f"the flags build a {config.network} network {options(network.get_config())}: "
+    kind, built = trained.metadata["network"], options(trained.metadata["network_config"])
+    if kind != config.network or built != options(network.get_config()):
+        raise ConfigError(f"--init: {config.init} holds a {kind} network {built}, the flags build a "
+                          f"{config.network} network {options(network.get_config())}: "
                           f"pass its --network and --network_args")
-    trained = keras.saving.load_model(os.path.join(path, "assets", NETWORK_FILE), compile=False)
-    network.set_weights(trained.get_weights())
+    network.set_weights(trained.keras_network().get_weights())
 
 
 def _check_run_dir(config, chief):
