@@ -3,10 +3,10 @@
     python bench/natural_training_set.py --out=runs/natural_clean
     python train.py --model=n2t --noise=0.05,3.0 --data=runs/natural_clean ...
 
-Grayscale images that ship with scikit-image, matplotlib and PyWavelets (which the bm3d extra
-brings), none of them one of bench/quality.py's eight benchmark images (nor PyWavelets' copy of
-the camera man), as float32 TIFFs on the 0-255 scale; images of
-at least 400 px also at half scale (more structure per patch). The retina is halved first (it
+Grayscale images that ship with scikit-image, matplotlib and PyWavelets (the test and bm3d
+extras bring it), none of them one of bench/quality.py's eight benchmark images (nor
+PyWavelets' copy of the camera man), as float32 TIFFs on the 0-255 scale; images of at least
+400 px also at half scale (more structure per patch). The retina is halved first (it
 would otherwise give a third of the patches).
 """
 
