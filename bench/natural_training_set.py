@@ -22,8 +22,10 @@ sys.path.insert(0, ROOT)
 
 from n2s_tf.cli.common import run_main  # noqa: E402
 
+# general/2 was trained on these without microaneurysms, motorcycle, aero, ascent and the MRI
+# slice, which were added for general/3.
 SKIMAGE = ("grass", "gravel", "page", "text", "clock", "cell", "hubble_deep_field", "immunohistochemistry",
-           "retina", "shepp_logan_phantom", "horse")
+           "retina", "shepp_logan_phantom", "horse", "microaneurysms")
 MATPLOTLIB = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
 PYWAVELETS = ("aero", "ascent")
 
@@ -49,17 +51,16 @@ def training_images():
             image = image * 255.0
         images[name] = image
     images["retina"] = skimage.transform.rescale(images["retina"], 0.5, anti_aliasing=True)
-    # Added for trained_models/general/3 (general/2 was trained on the 21 images above).
-    images["microaneurysms"] = skimage_gray("microaneurysms")
     left = skimage.data.stereo_motorcycle()[0]  # the right view is nearly the same picture
     images["motorcycle"] = skimage.color.rgb2gray(left) * 255.0
     for name in PYWAVELETS:
         images[name] = getattr(pywt.data, name)().astype(np.float64)
-    with gzip.open(os.path.join(matplotlib.get_data_path(), "sample_data", "s1045.ima.gz")) as f:
+    samples = os.path.join(matplotlib.get_data_path(), "sample_data")
+    with gzip.open(os.path.join(samples, "s1045.ima.gz")) as f:
         mri = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float64)
     images["mri"] = mri * (255.0 / mri.max())
     for file in MATPLOTLIB:
-        rgb = matplotlib.image.imread(os.path.join(matplotlib.get_data_path(), "sample_data", file))
+        rgb = matplotlib.image.imread(os.path.join(samples, file))
         rgb = rgb[..., :3].astype(np.float64) / (255.0 if rgb.max() > 1 else 1.0)
         images[file.split(".")[0]] = skimage.color.rgb2gray(rgb) * 255.0
     for name, image in list(images.items()):
