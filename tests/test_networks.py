@@ -13,12 +13,14 @@ TINY = {
     "resunet": {"base_filters": 4},
     "unet": {"base_filters": 4},
     "unet_n2v2": {"base_filters": 4, "n2v2": True},
+    "unet_residual": {"base_filters": 4, "residual": True},
     "encoder_decoder": {"base_filters": 4, "blocks": 3, "kernel_sizes": [5, 3, 3]},
 }
 
 
 def tiny(key, ndim, channels):
-    return build_network(key.removesuffix("_n2v2"), ndim=ndim, channels=channels, **TINY[key])
+    name = key.removesuffix("_n2v2").removesuffix("_residual")
+    return build_network(name, ndim=ndim, channels=channels, **TINY[key])
 
 
 def random_batch(ndim, channels, size, batch=2, seed=0):
@@ -82,7 +84,7 @@ class Exported(tf.Module):
         self.serve = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
 
 
-@pytest.mark.parametrize("key", ["resunet", "unet_n2v2", "encoder_decoder"])
+@pytest.mark.parametrize("key", ["resunet", "unet_n2v2", "unet_residual", "encoder_decoder"])
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_round_trips(key, ndim, tmp_path):
     channels = 2
@@ -111,6 +113,18 @@ def test_round_trips(key, ndim, tmp_path):
     np.testing.assert_allclose(
         served.serve(tf.constant(other)).numpy(), model(other, training=False).numpy(), atol=1e-5
     )
+
+
+def test_residual_unet_adds_its_input():
+    """With the 1x1 head zeroed the residual U-Net is the identity; the plain one outputs 0."""
+    x = random_batch(2, 2, 16)
+    for residual, expected in [(True, x), (False, np.zeros_like(x))]:
+        model = build_network("unet", ndim=2, channels=2, base_filters=4, residual=residual)
+        head = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][-1]
+        assert head.kernel.shape[:2] == (1, 1)
+        for weight in head.weights:
+            weight.assign(np.zeros(weight.shape))
+        np.testing.assert_array_equal(model(x, training=False).numpy(), expected)
 
 
 # --- size and precision -----------------------------------------------------------------------

@@ -142,6 +142,9 @@ def test_impossible_combinations_are_config_errors(tmp_path, folders):
         _config(tmp_path, folders, model="n2t", noise=(1.0, 0.1)).validate()
     with pytest.raises(ConfigError, match="drop --target and --clean"):
         _config(tmp_path, folders, model="n2t", noise=(0.1, 1.0), target=str(folders / "b")).validate()
+    with pytest.raises(ConfigError, match="residual=true needs an unmasked method"):
+        _config(tmp_path, folders, model="n2v", network_args={"residual": True}).validate()
+    _config(tmp_path, folders, model="n2t", noise=(0.1, 1.0), network_args={"residual": True}).validate()
 
 
 def test_patch_batches_are_a_function_of_seed_and_step():

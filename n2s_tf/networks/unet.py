@@ -4,6 +4,10 @@ Each level has two conv -> BN -> ReLU; the encoder downsamples by 2x2 max-poolin
 upsamples by 2x2 transposed convs (these export with unknown spatial size) and concatenates the
 encoder's features. A 1x1 conv maps to the output channels.
 
+With `residual=True` the network adds its input to the 1x1 conv's output, so the body learns
+the noise to remove rather than the image (DnCNN's residual learning). Only for methods that see
+an unmasked input (n2t, n2n): a blind-spot network would pass the masked pixel straight through.
+
 N2V2 (Hoeck et al. 2022) removes the checkerboard artefacts of blind-spot training: max-blur-pool
 downsampling (2x2 max-pool with stride 1, then `BlurPool`) and no skip at full resolution.
 """
@@ -39,6 +43,7 @@ class UNet(DenoisingNetwork):
         kernel_size=3,
         batch_norm=True,
         n2v2=False,
+        residual=False,
         name="unet",
         **kwargs,
     ):
@@ -75,6 +80,9 @@ class UNet(DenoisingNetwork):
             path += [("up_transposed",)] + conv_path
         # float32 output even under a mixed-precision policy (stable losses).
         outputs = layers.conv(channels, 1, dtype="float32")(x)
+        if residual:
+            outputs = keras.layers.Add(dtype="float32")([inputs, outputs])
 
-        super().__init__(inputs, outputs, name=name, args=dict(ndim=ndim, channels=channels, depth=depth, base_filters=base_filters, kernel_size=kernel_size, batch_norm=batch_norm, n2v2=n2v2),
-                         stride=2**depth, path=path, **kwargs)
+        args = dict(ndim=ndim, channels=channels, depth=depth, base_filters=base_filters,
+                    kernel_size=kernel_size, batch_norm=batch_norm, n2v2=n2v2, residual=residual)
+        super().__init__(inputs, outputs, name=name, args=args, stride=2**depth, path=path, **kwargs)
