@@ -358,6 +358,9 @@ def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200
     on the current device, without checkpoints; the network's weights are updated in place.
     mixed_precision must match the policy the network was built under.
     """
+    if getattr(network, "residual", False):
+        raise ConfigError("this model's network adds its input to its output (residual): masked self-supervised "
+                          "adaptation would pass the masked pixels through; denoise without --adapt_steps")
     spatial = [min(s.shape[:-1]) for s in images]
     side = min(patch, min(spatial)) // network.stride * network.stride
     if side < network.stride:

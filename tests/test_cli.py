@@ -124,13 +124,26 @@ def test_default_run_denoises_the_shipped_example(tmp_path):
     assert psnr(skdata.camera().astype(float), skio.imread(out).astype(float), data_range=255) > 28.0
 
 
-def test_adapting_a_supervised_model_warns(tmp_path):
+def _supervised_export(tmp_path, residual):
+    network = build_network("unet", depth=1, base_filters=4, residual=residual)
+    meta = {"ndim": 2, "channels": 1, "stride": network.stride, "receptive_field": network.receptive_field,
+            "method": "n2t", "network": "unet", "steps": 0}
+    return export_model(network, meta, str(tmp_path / f"residual_{residual}"))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_adapting_a_supervised_model_warns_and_a_residual_one_is_refused(tmp_path, residual):
     image = tmp_path / "noise.png"
     from skimage import io as skio
     skio.imsave(image, np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8), check_contrast=False)
-    result = run("test_single.py", f"--input={image}", "--adapt_steps=1", cwd=str(tmp_path))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "warning: --adapt_steps fine-tunes self-supervised" in result.stderr
+    model = _supervised_export(tmp_path, residual)
+    result = run("test_single.py", f"--input={image}", f"--model={model}", "--adapt_steps=1", cwd=str(tmp_path))
+    if residual:
+        assert_user_error(result, "adds its input to its output")
+        assert not (tmp_path / "noise_denoised.png").exists()
+    else:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "warning: --adapt_steps fine-tunes self-supervised" in result.stderr
 
 
 def test_3d_noise2noise_from_even_odd_halves_end_to_end(tmp_path):
