@@ -9,7 +9,8 @@ noisy images only:
 - n2s_tf's N2S, N2SP and N2V, each trained self-supervised on the eight noisy images
   with the same step budget, batch and patch size;
 - n2s_tf's shipped general model (`general`; its training images are not among the eight),
-  as it is and fine-tuned self-supervised on each noisy image first (`general_adapt`);
+  and, when asked for, a general model fine-tuned self-supervised on each noisy image first
+  (`general_adapt`: not with the shipped residual model, which adaptation cannot train);
 - CAREamics' Noise2Void with the same budget, run in its own virtual environment
   (bench/peers.py installs it there on first use).
 Prints per-image and mean PSNR / SSIM (0-255 scale) and each method's wall time
@@ -40,7 +41,8 @@ CLASSICAL = ("gaussian", "nlm", "bm3d")
 SHIPPED = ("general", "general_adapt")
 PEERS = ("careamics_n2v",)
 
-flags.DEFINE_string("methods", ",".join(CLASSICAL + TRAINED + SHIPPED + PEERS), "comma-separated methods")
+flags.DEFINE_string("methods", ",".join(CLASSICAL + TRAINED + ("general",) + PEERS), "comma-separated methods "
+                    f"of {', '.join(CLASSICAL + TRAINED + SHIPPED + PEERS)}")
 flags.DEFINE_integer("steps", 2000, "training steps of every trained method (n2s_tf and CAREamics)")
 flags.DEFINE_integer("batch_size", 16, "training batch size")
 flags.DEFINE_integer("patch_size", 64, "training patch side")
