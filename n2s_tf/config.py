@@ -141,8 +141,9 @@ class TrainConfig:
             kind = "second noisy half" if self.method.target == "noisy" else "clean target"
             raise ConfigError(f"--model={self.model} needs --target (a folder with the {kind} of each --data file)")
         if self.method.masked and self.network_args.get("residual"):
-            raise ConfigError(f"--network_args residual=true needs an unmasked method (n2t, n2n), not "
-                              f"--model={self.model}: a blind-spot network would pass the masked pixel through")
+            raise ConfigError(f"residual=true needs an unmasked method (n2t, n2n), not {self.model} (--model, or "
+                              f"--adapt_method when adapting): a network that adds its input to its output "
+                              f"would pass the masked pixels through")
         if self.target and not self.method.target:
             raise ConfigError(f"--target is only used by n2n and n2t, not --model={self.model}")
         if stride is not None:

@@ -358,16 +358,14 @@ def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200
     on the current device, without checkpoints; the network's weights are updated in place.
     mixed_precision must match the policy the network was built under.
     """
-    if getattr(network, "residual", False):
-        raise ConfigError("this model's network adds its input to its output (residual): masked self-supervised "
-                          "adaptation would pass the masked pixels through; denoise without --adapt_steps")
     spatial = [min(s.shape[:-1]) for s in images]
     side = min(patch, min(spatial)) // network.stride * network.stride
     if side < network.stride:
         raise ConfigError(f"an image smaller than {network.stride} pixels cannot be adapted to")
+    # The network's own args, so that validate() refuses a masked method on a residual network.
     config = TrainConfig(model=method, steps=steps, pro_steps=steps // 4, network=network.name,
-                         ndim=network.ndim, patch_size=(side,) * network.ndim, batch_size=batch_size,
-                         lr=lr, seed=seed, mixed_precision=mixed_precision).validate(stride=network.stride)
+                         network_args=network.network_args, ndim=network.ndim, patch_size=(side,) * network.ndim,
+                         batch_size=batch_size, lr=lr, seed=seed, mixed_precision=mixed_precision).validate(stride=network.stride)
     inputs = [data_lib.standardize(image)[0] for image in images]
     model = Denoiser(network, config)
     model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)  # not Keras' 'auto' (XLA)

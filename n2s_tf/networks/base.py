@@ -24,6 +24,12 @@ class DenoisingNetwork(keras.Model):
         self.stride = stride
         self.receptive_field = receptive_field(path, stride)
 
+    @property
+    def network_args(self):
+        """The options a `TrainConfig.network_args` holds for this network (ndim and channels
+        are fields of their own there)."""
+        return {k: v for k, v in self._args.items() if k not in ("ndim", "channels")}
+
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **self._args}
 
