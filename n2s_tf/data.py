@@ -92,6 +92,17 @@ def add_synthetic_noise(rng, clean, noise):
     return noisy * scale, clean * scale
 
 
+def check_patch_fits(inputs, patch_size):
+    """Refuse an image smaller than the patch, before training starts: inside tf.data the
+    error would surface as a traceback of the iterator, not as a one-line user error."""
+    for image in inputs:
+        if any(s < p for s, p in zip(image.shape[:-1], patch_size)):
+            raise ConfigError(
+                f"an image of size {'x'.join(map(str, image.shape[:-1]))} is smaller than "
+                f"--patch_size {','.join(map(str, patch_size))}"
+            )
+
+
 def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worker=0,
                   start_step=0, augment=True, swap_pairs=False, noise=()):
     """Yield batches x (N, *patch, C), or (x, y) when targets are given or noise is added,
@@ -101,12 +112,7 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
     input and target at random (Noise2Noise halves are interchangeable). `noise` (low, high)
     makes each (x, y) from a clean patch (see add_synthetic_noise).
     """
-    for image in inputs:
-        if any(s < p for s, p in zip(image.shape[:-1], patch_size)):
-            raise ConfigError(
-                f"an image of size {'x'.join(map(str, image.shape[:-1]))} is smaller than "
-                f"--patch_size {','.join(map(str, patch_size))}"
-            )
+    check_patch_fits(inputs, patch_size)
     weights = np.array([image.size for image in inputs], dtype=np.float64)
     weights /= weights.sum()
     step = start_step
@@ -133,6 +139,7 @@ def patch_dataset(inputs, targets=None, *, patch_size, batch_size, noise=(), **k
     """A tf.data stream of `patch_batches`, prefetched so the trainer never waits on numpy."""
     import tensorflow as tf  # here only: standardize() above serves TensorFlow-free callers too
 
+    check_patch_fits(inputs, patch_size)
     channels = inputs[0].shape[-1]
     spec = tf.TensorSpec((batch_size, *patch_size, channels), tf.float32)
     signature = spec if targets is None and not noise else (spec, spec)

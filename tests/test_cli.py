@@ -41,6 +41,7 @@ def tiny_export(tmp_path_factory):
     (["--network=vgg"], "--network='vgg' is not one of"),
     (["--masking=zeros"], "--masking='zeros' is not one of"),
     (["--patch_size=30"], "multiple of the network's stride"),
+    (["--patch_size=1024"], "is smaller than --patch_size 1024,1024"),
     (["--bogus=1"], "bogus"),
     (["--model=n2n", "--data=/nonexistent_dir", "--patch_size=64"], "needs --target"),
     (["--data=/nonexistent_dir/*.mrc"], "nonexistent_dir"),
