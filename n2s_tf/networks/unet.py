@@ -1,8 +1,9 @@
 """A compact U-Net for CPUs (the Noise2Void / CSBDeep layout), optionally in its N2V2 variant.
 
-Each level has two conv -> BN -> ReLU; the encoder downsamples by 2x2 max-pooling, the decoder
-upsamples by 2x2 transposed convs (these export with unknown spatial size) and concatenates the
-encoder's features. A 1x1 conv maps to the output channels.
+Each level has two conv -> BN -> ReLU (with `batch_norm=False`, conv with bias -> ReLU); the
+encoder downsamples by 2x2 max-pooling, the decoder upsamples by 2x2 transposed convs (these
+export with unknown spatial size) and concatenates the encoder's features. A 1x1 conv maps to
+the output channels.
 
 With `residual=True` the network adds its input to the 1x1 conv's output, so the body learns
 the noise to remove rather than the image (DnCNN's residual learning). Only for methods that see
