@@ -110,9 +110,9 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
 
     Images are drawn in proportion to their number of pixels. `swap_pairs` swaps
     input and target at random (Noise2Noise halves are interchangeable). `noise` (low, high)
-    makes each (x, y) from a clean patch (see add_synthetic_noise).
+    makes each (x, y) from a clean patch (see add_synthetic_noise). Every image must hold a
+    patch: `patch_dataset` checks that (check_patch_fits) before the stream starts.
     """
-    check_patch_fits(inputs, patch_size)
     weights = np.array([image.size for image in inputs], dtype=np.float64)
     weights /= weights.sum()
     step = start_step

@@ -364,8 +364,9 @@ def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200
         raise ConfigError(f"an image smaller than {network.stride} pixels cannot be adapted to")
     # The network's own args, so that validate() refuses a masked method on a residual network.
     config = TrainConfig(model=method, steps=steps, pro_steps=steps // 4, network=network.name,
-                         network_args=network.network_args, ndim=network.ndim, patch_size=(side,) * network.ndim,
-                         batch_size=batch_size, lr=lr, seed=seed, mixed_precision=mixed_precision).validate(stride=network.stride)
+                         network_args=network.network_args, ndim=network.ndim,
+                         patch_size=(side,) * network.ndim, batch_size=batch_size, lr=lr, seed=seed,
+                         mixed_precision=mixed_precision).validate(stride=network.stride)
     inputs = [data_lib.standardize(image)[0] for image in images]
     model = Denoiser(network, config)
     model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)  # not Keras' 'auto' (XLA)
