@@ -314,8 +314,11 @@ def _train(config, strategy, chief, export):
 
 def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:
     """--init: copy the weights of an exported model into the freshly built network, which
-    must be the same network (kind and options; the layer names may differ)."""
+    must be the same network (kind and options; the layer names may differ), or the same with
+    more base_filters: then the trained filters are copied into the wider network, which starts
+    out computing what the exported one computes (`networks.widen`)."""
     from n2s_tf.export import LoadedModel
+    from n2s_tf.networks.widen import copy_into_wider
 
     try:
         trained = LoadedModel(config.init)
@@ -325,12 +328,18 @@ def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:
     def options(network_config):  # what fixes the shapes and the meaning of the weights
         return {k: v for k, v in sorted(network_config.items()) if k not in ("name", "trainable", "dtype")}
 
-    kind, built = trained.metadata["network"], options(trained.metadata["network_config"])
-    if kind != config.network or built != options(network.get_config()):
+    kind, built, wanted = trained.metadata["network"], options(trained.metadata["network_config"]), \
+        options(network.get_config())
+    narrower = built.get("base_filters", 0) < wanted.get("base_filters", 0)
+    same_but_width = {**built, "base_filters": None} == {**wanted, "base_filters": None}
+    if kind != config.network or not (built == wanted or (narrower and same_but_width)):
         raise ConfigError(f"--init: {config.init} holds a {kind} network {built}, the flags build a "
-                          f"{config.network} network {options(network.get_config())}: "
-                          f"pass its --network and --network_args")
-    network.set_weights(trained.keras_network().get_weights())
+                          f"{config.network} network {wanted}: pass its --network and --network_args "
+                          f"(base_filters may be larger)")
+    if built == wanted:
+        network.set_weights(trained.keras_network().get_weights())
+    else:
+        copy_into_wider(trained.keras_network(), network)
 
 
 def _check_run_dir(config, chief):

@@ -7,6 +7,7 @@ import tensorflow as tf
 import keras
 from n2s_tf.networks import NETWORKS, build_network
 from n2s_tf.networks.layers import BlurPool, ResizeBy2, receptive_field
+from n2s_tf.networks.widen import copy_into_wider
 
 # Tiny variants of every network (and of N2V2), cheap enough for a 2-core CPU.
 TINY = {
@@ -125,6 +126,31 @@ def test_residual_unet_adds_its_input():
         for weight in head.weights:
             weight.assign(np.zeros(weight.shape))
         np.testing.assert_array_equal(model(x, training=False).numpy(), expected)
+
+
+# --- widening ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(TINY))
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_widened_network_computes_the_same(key, ndim):
+    narrow = tiny(key, ndim, 2)
+    # Trained-looking weights: random biases and BN statistics too, so that all are copied.
+    rng = np.random.default_rng(1)
+    narrow.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype) if "variance" not in v.path
+                        else 1 + rng.random(w.shape).astype(w.dtype)
+                        for v, w in zip(narrow.weights, narrow.get_weights())])
+    name = key.removesuffix("_n2v2").removesuffix("_residual")
+    wide = build_network(name, ndim=ndim, channels=2, **dict(TINY[key], base_filters=6))
+    copy_into_wider(narrow, wide)
+    assert wide.count_params() > narrow.count_params()
+    x = random_batch(ndim, 2, 16)
+    np.testing.assert_allclose(wide(x, training=False), narrow(x, training=False), atol=1e-4)
+
+
+def test_widening_refuses_another_network():
+    with pytest.raises(ValueError, match="not the same network"):
+        copy_into_wider(tiny("unet", 2, 1), build_network("unet", depth=3, base_filters=6))
 
 
 # --- size and precision -----------------------------------------------------------------------

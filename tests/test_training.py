@@ -8,7 +8,8 @@ import pytest
 from n2s_tf import data as data_lib
 from n2s_tf.config import ConfigError, TrainConfig
 from n2s_tf.export import LoadedModel
-from n2s_tf.training import train
+from n2s_tf.networks import build_network
+from n2s_tf.training import load_initial_weights, train
 
 TINY = dict(network="unet", network_args={"depth": 1, "base_filters": 4}, patch_size=(16, 16),
             batch_size=2, checkpoint_every=2, lr=1e-3)
@@ -122,9 +123,19 @@ def test_init_starts_from_an_exported_models_weights(tmp_path, folders):
                            noise=(0.1, 1.0), steps=1, lr=1e-12, init=first["model_dir"]), export=False)
     for a, b in zip(trained, second["model"].network.trainable_weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    # More base filters: the exported network is copied into the wider one, same function.
+    wider = dict(TINY["network_args"], base_filters=6)
+    grown = build_network("unet", **wider)
+    load_initial_weights(grown, _config(tmp_path / "wider", folders, model="n2s", network_args=wider,
+                                        init=first["model_dir"]))
+    x = np.load(folders / "a" / "img0.npy")[None, :32, :32]
+    np.testing.assert_allclose(grown(x), LoadedModel(first["export_dir"]).keras_network()(x), atol=1e-4)
     other = dict(TINY["network_args"], depth=2)
     with pytest.raises(ConfigError, match="pass its --network and --network_args"):
         train(_config(tmp_path / "third", folders, model="n2s", network_args=other, init=first["model_dir"]))
+    with pytest.raises(ConfigError, match="base_filters may be larger"):  # narrower: no
+        train(_config(tmp_path / "fifth", folders, model="n2s", network_args=dict(TINY["network_args"], base_filters=2),
+                      init=first["model_dir"]))
     with pytest.raises(ConfigError, match="--init: no exported n2s_tf model"):
         train(_config(tmp_path / "fourth", folders, model="n2s", init=str(tmp_path / "none")))
 

@@ -1,0 +1,64 @@
+"""Copy a trained network into a wider one of the same kind without changing what it computes.
+
+Net2Net-style growth (Chen et al. 2016) without its duplicated filters, whose copies would get
+the same gradients: every layer keeps its trained filters as its first ones, each new filter
+keeps its random initialization, and the weights from new channels into trained filters are
+zero. The new filters thus leave the output unchanged at first, training grows them from there,
+and the grown network starts at the trained one's quality instead of from scratch. Used by
+`train.py --init` when the flags ask for more `base_filters` than the exported model has.
+"""
+
+import keras
+import numpy as np
+
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+
+
+def copy_into_wider(narrow: keras.Model, wide: keras.Model) -> None:
+    """Set the weights of `wide` from `narrow`, a functional network built by the same code
+    with fewer (or as many) filters per layer; `wide` then computes what `narrow` computes.
+    Raises ValueError when the two are not the same graph of layers."""
+    if len(narrow.layers) != len(wide.layers):
+        raise ValueError(f"{len(narrow.layers)} layers against {len(wide.layers)}: not the same network")
+    trained = {}  # wide layer name -> boolean mask of its output channels that are narrow's
+    for small, large in zip(narrow.layers, wide.layers):
+        if type(small) is not type(large):
+            raise ValueError(f"layer {large.name}: {type(small).__name__} against {type(large).__name__}")
+        if isinstance(large, keras.layers.InputLayer):
+            trained[large.name] = np.ones(large.output.shape[-1], bool)
+            continue
+        inputs = [trained[t._keras_history[0].name] for t in keras.tree.flatten(large.input)]
+        if isinstance(large, keras.layers.Concatenate):
+            trained[large.name] = np.concatenate(inputs)
+        elif isinstance(large, _CONV + _CONV_TRANSPOSE + (keras.layers.BatchNormalization,)):
+            trained[large.name] = _copy_layer(small, large, inputs[0])
+        elif small.weights:
+            raise ValueError(f"layer {large.name}: cannot widen a {type(large).__name__}")
+        else:  # channel-wise layers (activation, pooling, resizing, Add of equal layouts)
+            trained[large.name] = inputs[0]
+
+
+def _copy_layer(small, large, trained_in):
+    """Copy one layer's weights; return the mask of its trained output channels."""
+    old, new = small.get_weights(), [w.copy() for w in large.get_weights()]
+    if isinstance(large, keras.layers.BatchNormalization):  # per-channel vectors only
+        for o, n in zip(old, new):
+            n[trained_in] = o
+        large.set_weights(new)
+        return trained_in
+    # Kernels are (*window, in, out), transposed convolutions' (*window, out, in).
+    transpose = isinstance(large, _CONV_TRANSPOSE)
+    old_kernel = np.swapaxes(old[0], -1, -2) if transpose else old[0]
+    kernel = np.swapaxes(new[0], -1, -2) if transpose else new[0]
+    trained_out = np.zeros(kernel.shape[-1], bool)
+    trained_out[: old_kernel.shape[-1]] = True
+    block = kernel[..., trained_out]
+    block[..., trained_in, :] = old_kernel
+    block[..., ~trained_in, :] = 0.0  # new channels do not reach the trained filters
+    kernel[..., trained_out] = block
+    new[0] = np.swapaxes(kernel, -1, -2) if transpose else kernel
+    if len(new) > 1:  # bias
+        new[1][trained_out] = old[1]
+    large.set_weights(new)
+    return trained_out
