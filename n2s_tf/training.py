@@ -328,11 +328,11 @@ def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:
     def options(network_config):  # what fixes the shapes and the meaning of the weights
         return {k: v for k, v in sorted(network_config.items()) if k not in ("name", "trainable", "dtype")}
 
-    kind, built, wanted = trained.metadata["network"], options(trained.metadata["network_config"]), \
-        options(network.get_config())
-    narrower = built.get("base_filters", 0) < wanted.get("base_filters", 0)
-    same_but_width = {**built, "base_filters": None} == {**wanted, "base_filters": None}
-    if kind != config.network or not (built == wanted or (narrower and same_but_width)):
+    kind = trained.metadata["network"]
+    built, wanted = options(trained.metadata["network_config"]), options(network.get_config())
+    grows = (built.get("base_filters", 0) < wanted.get("base_filters", 0)
+             and {**built, "base_filters": None} == {**wanted, "base_filters": None})
+    if kind != config.network or not (built == wanted or grows):
         raise ConfigError(f"--init: {config.init} holds a {kind} network {built}, the flags build a "
                           f"{config.network} network {wanted}: pass its --network and --network_args "
                           f"(base_filters may be larger)")

@@ -11,7 +11,7 @@ and the grown network starts at the trained one's quality instead of from scratc
 import keras
 import numpy as np
 
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_CONV = (keras.layers.Conv2D, keras.layers.Conv3D)
 _CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 
 
