@@ -330,16 +330,12 @@ def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:
 
     kind = trained.metadata["network"]
     built, wanted = options(trained.metadata["network_config"]), options(network.get_config())
-    grows = (built.get("base_filters", 0) < wanted.get("base_filters", 0)
-             and {**built, "base_filters": None} == {**wanted, "base_filters": None})
-    if kind != config.network or not (built == wanted or grows):
+    same_but_width = {**built, "base_filters": 0} == {**wanted, "base_filters": 0}
+    if kind != config.network or not (same_but_width and built["base_filters"] <= wanted["base_filters"]):
         raise ConfigError(f"--init: {config.init} holds a {kind} network {built}, the flags build a "
                           f"{config.network} network {wanted}: pass its --network and --network_args "
                           f"(base_filters may be larger)")
-    if built == wanted:
-        network.set_weights(trained.keras_network().get_weights())
-    else:
-        copy_into_wider(trained.keras_network(), network)
+    copy_into_wider(trained.keras_network(), network)  # at equal widths, a plain copy
 
 
 def _check_run_dir(config, chief):

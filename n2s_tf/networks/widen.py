@@ -21,22 +21,23 @@ def copy_into_wider(narrow: keras.Model, wide: keras.Model) -> None:
     Raises ValueError when the two are not the same graph of layers."""
     if len(narrow.layers) != len(wide.layers):
         raise ValueError(f"{len(narrow.layers)} layers against {len(wide.layers)}: not the same network")
-    trained = {}  # wide layer name -> boolean mask of its output channels that are narrow's
+    trained = {}  # id of a tensor of `wide` -> boolean mask of its channels that are narrow's
     for small, large in zip(narrow.layers, wide.layers):
         if type(small) is not type(large):
             raise ValueError(f"layer {large.name}: {type(small).__name__} against {type(large).__name__}")
         if isinstance(large, keras.layers.InputLayer):
-            trained[large.name] = np.ones(large.output.shape[-1], bool)
-            continue
-        inputs = [trained[t._keras_history[0].name] for t in keras.tree.flatten(large.input)]
-        if isinstance(large, keras.layers.Concatenate):
-            trained[large.name] = np.concatenate(inputs)
-        elif isinstance(large, _CONV + _CONV_TRANSPOSE + (keras.layers.BatchNormalization,)):
-            trained[large.name] = _copy_layer(small, large, inputs[0])
-        elif small.weights:
-            raise ValueError(f"layer {large.name}: cannot widen a {type(large).__name__}")
-        else:  # channel-wise layers (activation, pooling, resizing, Add of equal layouts)
-            trained[large.name] = inputs[0]
+            mask = np.ones(large.output.shape[-1], bool)
+        else:
+            inputs = [trained[id(t)] for t in keras.tree.flatten(large.input)]
+            if isinstance(large, keras.layers.Concatenate):
+                mask = np.concatenate(inputs)
+            elif isinstance(large, _CONV + _CONV_TRANSPOSE + (keras.layers.BatchNormalization,)):
+                mask = _copy_layer(small, large, inputs[0])
+            elif small.weights:
+                raise ValueError(f"layer {large.name}: cannot widen a {type(large).__name__}")
+            else:  # channel-wise layers (activation, pooling, resizing, Add of equal layouts)
+                mask = inputs[0]
+        trained[id(large.output)] = mask
 
 
 def _copy_layer(small, large, trained_in):
