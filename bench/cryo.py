@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from n2s_tf.cli.common import parse_network_args, run_main  # noqa: E402
-from n2s_tf.config import ConfigError  # noqa: E402
+from n2s_tf.errors import ConfigError  # noqa: E402
 
 TRAINED = ("n2n", "n2v", "n2s", "n2sp")
 SHIPPED = {"cryoem": "cryoem", "cryoem_adapt": "cryoem", "general": "general"}  # method -> trained_models/

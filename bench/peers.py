@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-from n2s_tf.config import ConfigError
+from n2s_tf.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_VENV = os.path.join(ROOT, ".peers-venv")

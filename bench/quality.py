@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from n2s_tf.cli.common import run_main  # noqa: E402
-from n2s_tf.config import ConfigError  # noqa: E402
+from n2s_tf.errors import ConfigError  # noqa: E402
 
 IMAGES = ("camera", "astronaut", "coins", "chelsea", "coffee", "rocket", "moon", "brick")
 CROP = 256

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from n2s_tf.cli.common import run_main  # noqa: E402
-from n2s_tf.config import ConfigError  # noqa: E402
+from n2s_tf.errors import ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
 if "pdb" in FLAGS:  # absl.app's --pdb (post-mortem) alias; here --pdb is the atomic model

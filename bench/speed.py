@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from n2s_tf.cli.common import run_main  # noqa: E402
-from n2s_tf.config import ConfigError  # noqa: E402
+from n2s_tf.errors import ConfigError  # noqa: E402
 
 flags.DEFINE_string("micrograph", os.path.join(ROOT, "..", "shared", "data", "fei-extended.mrc"),
                     "micrograph for the inference figures")

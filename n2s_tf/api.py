@@ -12,7 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from n2s_tf.config import ConfigError, TrainConfig
+from n2s_tf.config import TrainConfig
+from n2s_tf.errors import ConfigError
 
 TRAINED_MODELS = Path(__file__).resolve().parent.parent / "trained_models"
 # The shipped model test_single.py uses when --model is not given, by input kind.

@@ -10,9 +10,7 @@ import dataclasses
 import json
 from typing import Optional
 
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration; the CLI prints it as one line and exits 2."""
+from n2s_tf.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

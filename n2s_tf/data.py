@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from n2s_tf.config import ConfigError
+from n2s_tf.errors import ConfigError
 
 DEMO_SIGMA = 25.0  # Gaussian noise on the 0-255 scale, as the Noise2Same BSD68 benchmark
 DEMO_SEED = 1234

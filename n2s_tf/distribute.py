@@ -10,7 +10,7 @@ import os
 
 import tensorflow as tf
 
-from n2s_tf.config import ConfigError
+from n2s_tf.errors import ConfigError
 
 
 def split_cpu(n: int) -> None:

@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from n2s_tf import metrics
-from n2s_tf.config import ConfigError
+from n2s_tf.errors import ConfigError
 
 SCALAR_METRICS = ("psnr", "ssim", "cc", "mean_frc", "res_0143", "res_halfbit", "seconds")
 TABLE_COLUMNS = ("psnr", "ssim", "cc", "mean_frc", "res_0143", "res_halfbit")

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from n2s_tf.config import ConfigError
+from n2s_tf.errors import ConfigError
 
 METADATA_FILE = "n2s_tf.json"
 NETWORK_FILE = "network.keras"

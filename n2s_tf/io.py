@@ -23,6 +23,8 @@ import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
+from n2s_tf.errors import ImageFileError, one_line
+
 PIL_EXTENSIONS = (".png", ".jpg", ".jpeg")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 MRC_EXTENSIONS = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
@@ -37,10 +39,6 @@ VOLUME_EXTENSIONS = (".map", ".rec")
 MRC_MODES = (0, 1, 2, 6, 12)  # int8, int16, float32, uint16, float16
 MMAP_THRESHOLD_BYTES = 256 * 2**20
 DENOISED_LABEL = "n2s_tf denoised"
-
-
-class ImageFileError(ValueError):
-    """A file that cannot be read or written; the message is one line naming the file."""
 
 
 @dataclass
@@ -73,11 +71,6 @@ class Image:
     def ndim(self) -> int:
         """Number of spatial axes: 3 for a volume, 2 for an image or a stack of images."""
         return 3 if self.kind == "volume" else 2
-
-
-def _one_line(error: BaseException) -> str:
-    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return " ".join(reason.split()) or type(error).__name__
 
 
 def _extension(path: str) -> str:
@@ -127,7 +120,7 @@ def read_image(path, mmap: bool | None = None, as_kind: str | None = None) -> Im
     except ImageFileError:
         raise
     except (ValueError, OSError, TypeError, EOFError) as error:
-        raise ImageFileError(f"cannot read '{path}': {_one_line(error)}") from error
+        raise ImageFileError(f"cannot read '{path}': {one_line(error)}") from error
 
 
 def _make_image(path, array, has_channels, as_kind, file_kind=None, mrc=None) -> Image:
@@ -217,7 +210,7 @@ def _open_mrc(path, mmap):
     try:
         return opener(path, permissive=False)
     except ValueError as strict_error:
-        reason = _one_line(strict_error)
+        reason = one_line(strict_error)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -264,7 +257,7 @@ def _atomic_target(path, overwrite):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         if isinstance(error, (OSError, ValueError, TypeError)) and not isinstance(error, ImageFileError):
-            raise ImageFileError(f"cannot write '{path}': {_one_line(error)}") from error
+            raise ImageFileError(f"cannot write '{path}': {one_line(error)}") from error
         raise
 
 

@@ -18,7 +18,7 @@ import urllib.request
 
 import numpy as np
 
-from n2s_tf.config import ConfigError
+from n2s_tf.errors import ConfigError
 
 SIGNATURE = "serving_default"
 INPUT_KEY = "images"

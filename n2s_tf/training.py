@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from n2s_tf import data as data_lib
 from n2s_tf import distribute, losses, masking, metrics, networks
-from n2s_tf.config import ConfigError, TrainConfig
+from n2s_tf.config import TrainConfig
+from n2s_tf.errors import ConfigError
 from n2s_tf.inference import denoise_array
 
 CHECKPOINTS_KEPT = 3

@@ -35,7 +35,7 @@ def test_peers_venv_is_not_built_over_a_foreign_folder(tmp_path):
         import peers
     finally:
         sys.path.remove(BENCH)
-    from n2s_tf.config import ConfigError
+    from n2s_tf.errors import ConfigError
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a virtual environment"):

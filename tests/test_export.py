@@ -181,7 +181,7 @@ def test_a_network_trained_in_bfloat16_exports_a_float32_graph(network_2d, tmp_p
 
 
 def test_unknown_precision_is_a_user_error(export_2d):
-    from n2s_tf.config import ConfigError
+    from n2s_tf.errors import ConfigError
 
     with pytest.raises(ConfigError, match="precision"):
         LoadedModel(export_2d, precision="float8")

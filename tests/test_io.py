@@ -10,7 +10,8 @@ import tifffile
 from PIL import Image as PILImage
 
 from n2s_tf import io
-from n2s_tf.io import Image, ImageFileError
+from n2s_tf.errors import ImageFileError
+from n2s_tf.io import Image
 
 EMD_3197 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "EMD-3197.map")
 

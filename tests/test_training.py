@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from n2s_tf import data as data_lib
-from n2s_tf.config import ConfigError, TrainConfig
+from n2s_tf.config import TrainConfig
+from n2s_tf.errors import ConfigError
 from n2s_tf.export import LoadedModel
 from n2s_tf.networks import build_network
 from n2s_tf.training import load_initial_weights, train

@@ -8,11 +8,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from n2s_tf.config import ConfigError  # noqa: E402
-from n2s_tf.io import ImageFileError  # noqa: E402
+from n2s_tf.errors import ConfigError, UserError  # noqa: E402
 
 # User mistakes print as one line; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, ImageFileError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError)
 
 
 def _parse_flags(argv):

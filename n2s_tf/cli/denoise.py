@@ -18,7 +18,8 @@ from pathlib import Path
 from absl import flags
 
 from n2s_tf.cli.common import run_main
-from n2s_tf.config import METHODS, ConfigError
+from n2s_tf.config import METHODS
+from n2s_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "noisy_camera.png"

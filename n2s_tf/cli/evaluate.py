@@ -34,7 +34,7 @@ flags.DEFINE_enum("standardized", "auto", ["auto", "true", "false"],
 
 def parse_baseline(spec: str):
     """'fourier_lowpass:cutoff=0.05' -> baseline_denoiser('fourier_lowpass', cutoff=0.05)."""
-    from n2s_tf.config import ConfigError
+    from n2s_tf.errors import ConfigError
     from n2s_tf.evaluate import baseline_denoiser
 
     name, *items = spec.split(":")
@@ -52,7 +52,7 @@ def parse_baseline(spec: str):
 
 def main(argv):
     from n2s_tf import evaluate, io
-    from n2s_tf.config import ConfigError
+    from n2s_tf.errors import ConfigError
 
     files = io.paired_files(FLAGS.noisy, FLAGS.clean)
     models = [evaluate.model_denoiser(path, tta=FLAGS.tta, calibrate=FLAGS.calibrate)
