@@ -55,7 +55,8 @@ def main(argv):
     noisy_psnr = [metrics.psnr(c, n, data_range=255) for n, c in heldout]
     names = [n for n in data.DEMO_HELDOUT]
     print(f"\nheld-out demo images ({', '.join(names)}), Gaussian sigma 25; network {FLAGS.network}")
-    print(f"{'method':8s} {'steps':>6s} " + " ".join(f"{n:>10s}" for n in names) + f" {'mean PSNR':>10s} {'mean SSIM':>10s} {'train s':>8s}")
+    columns = " ".join(f"{n:>10s}" for n in names)
+    print(f"{'method':8s} {'steps':>6s} {columns} {'mean PSNR':>10s} {'mean SSIM':>10s} {'train s':>8s}")
     print(f"{'noisy':8s} {'':>6s} " + " ".join(f"{v:10.2f}" for v in noisy_psnr) + f" {np.mean(noisy_psnr):10.2f}")
     for r in rows:
         secs = f"{r['train_seconds']:8.0f}" if r["train_seconds"] else f"{'(reused)':>8s}"

@@ -130,7 +130,7 @@ def run_careamics(triples, work):
     import peers
 
     inputs, outputs = [], []
-    for name, noisy, _ in triples:
+    for name, _noisy, _ in triples:
         inputs.append(os.path.join(work, f"{name}.npy"))
         outputs.append(os.path.join(work, f"{name}_careamics.npy"))
     result = peers.run_peer("careamics_n2v", inputs=",".join(inputs), outputs=",".join(outputs),
@@ -173,7 +173,8 @@ def main(argv):
         rows = []
         for name, noisy, clean in triples:
             # The peer ran in its own process: its outputs are looked up, its time is added below.
-            peer = [Denoiser("careamics n2v", lambda x, out=outputs[name]: out)] if "careamics n2v" in train_seconds else []
+            peer = ([Denoiser("careamics n2v", lambda x, out=outputs[name]: out)]
+                    if "careamics n2v" in train_seconds else [])
             rows += evaluate.evaluate([(name, noisy, clean)], denoisers + peer, standardized=False, keep_outputs=True)
 
     for row in rows:

@@ -124,7 +124,8 @@ def main(argv):
                                          steps=100, batch_size=BATCH, patch_size=PATCH, save_model=checkpoint)
                 results["training"].append(dict(tool="careamics", network="careamics unet", method="n2v",
                                                 precision="float32",
-                                                pixels_per_second=100 * BATCH * PATCH * PATCH / trained["train_seconds"]))
+                                                pixels_per_second=100 * BATCH * PATCH * PATCH
+                                                / trained["train_seconds"]))
                 for how, extra in ((f"CAREamics N2V, {FLAGS.careamics_tile}px tiles, default tile batch", {}),
                                    (f"CAREamics N2V, one {FLAGS.careamics_tile}px tile at a time",
                                     {"predict_batch_size": 1})):
@@ -170,7 +171,8 @@ def save_panels(work, out):
 
 
 def print_tables(results, megapixels):
-    ours = [r for r in results["training"] if r["tool"] == "n2s_tf"] or results["training"] or [{"pixels_per_second": 1}]
+    ours = ([r for r in results["training"] if r["tool"] == "n2s_tf"] or results["training"]
+            or [{"pixels_per_second": 1}])
     base = ours[0]["pixels_per_second"]
     print(f"\ntraining throughput, batch {BATCH}, {PATCH}x{PATCH} patches (pixels through one optimizer step)")
     print(f"{'tool':10s} {'network':16s} {'method':6s} {'precision':9s} {'kpx/s':>8s} {'vs first':>8s}")

@@ -23,7 +23,7 @@ def split_cpu(n: int) -> None:
     except RuntimeError:
         # Already initialized: fine only if it was split the same way before.
         if len(tf.config.list_logical_devices("CPU")) != n:
-            raise ConfigError(f"--cpu_devices={n} must be set before TensorFlow initializes its devices")
+            raise ConfigError(f"--cpu_devices={n} must be set before TensorFlow initializes its devices") from None
 
 
 def make_strategy(name: str = "auto", cpu_devices: int = 0) -> tf.distribute.Strategy:

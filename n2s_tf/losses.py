@@ -79,7 +79,8 @@ def masked_mse(target, y_masked, mask, all_reduce=None):
 
 
 def mse(target, y, all_reduce=None):
-    """Noise2Noise (target = second noisy observation) and supervised (target = clean): mean of (y - target)^2. parts: mse."""
+    """Noise2Noise (target = second noisy observation) and supervised (target = clean):
+    mean of (y - target)^2. parts: mse."""
     loss = _mean_sq(y, target, all_reduce)
     return loss, {"mse": loss}
 

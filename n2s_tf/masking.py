@@ -83,7 +83,8 @@ def _neighbours(x, idx, offsets, edge):
 
 
 def _median_inside(values, inside):
-    """Median of each row of `values` over the entries where `inside` is true (numpy's median: mean of the two middle values)."""
+    """Median of each row of `values` over the entries where `inside` is true (numpy's median:
+    mean of the two middle values)."""
     values = tf.sort(tf.where(inside, values, tf.constant(np.inf, values.dtype)), axis=-1)
     count = tf.maximum(tf.reduce_sum(tf.cast(inside, tf.int32), axis=-1), 1)
     low = tf.gather(values, (count - 1) // 2, batch_dims=1)

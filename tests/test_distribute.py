@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent("""
 def test_one_and_two_devices_make_the_same_update(model, network):
     run = subprocess.run([sys.executable, "-c", SCRIPT, model, network], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    line = next(l for l in run.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(s for s in run.stdout.splitlines() if s.startswith("RESULT"))
     results = json.loads(line[len("RESULT"):])
     one, two = results["one_device"], results["mirrored"]
     assert (one["replicas"], two["replicas"]) == (1, 2)

@@ -1,8 +1,8 @@
 """Tests of tiled prediction: tiled == whole, padding, tile choice, TTA, scale restoring."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 from n2s_tf.inference import (
     choose_tile,

@@ -123,7 +123,8 @@ def test_median_of_window_without_centre():
     out = masking.replace(x, _hand_mask(x.shape, positions), "median", SEED, window=5).numpy()
     for _, i, j, _ in positions:
         # Window cropped to the image (neighbours outside are left out), centre removed.
-        rows, cols = np.meshgrid(range(max(i - 2, 0), min(i + 3, 9)), range(max(j - 2, 0), min(j + 3, 9)), indexing="ij")
+        rows, cols = np.meshgrid(range(max(i - 2, 0), min(i + 3, 9)), range(max(j - 2, 0), min(j + 3, 9)),
+                                 indexing="ij")
         keep = (rows != i) | (cols != j)
         expected = np.median(x[0, rows[keep], cols[keep], 0])
         assert out[0, i, j, 0] == expected
@@ -201,7 +202,8 @@ def test_compiles_with_xla():
     """
     x = tf.random.stateless_normal((2, 28, 28, 1), [1, 2])
     for method in masking.MASKING_METHODS:
-        masked = tf.function(lambda x, seed: masking.apply_mask(x, 0.02, method, seed=seed), jit_compile=True)
+        masked = tf.function(lambda x, seed, method=method: masking.apply_mask(x, 0.02, method, seed=seed),
+                             jit_compile=True)
         x_masked, mask = (t.numpy() for t in masked(x, SEED))
         np.testing.assert_array_equal(mask.reshape(2, 4, 7, 4, 7, 1).sum(axis=(2, 4)), 1)  # box 7
         keep = mask == 0

@@ -1,10 +1,10 @@
 """Tests of n2s_tf.networks: shapes, serialization, SavedModel export, size, receptive field."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from n2s_tf.networks import NETWORKS, build_network
 from n2s_tf.networks.layers import BlurPool, ResizeBy2, receptive_field
 from n2s_tf.networks.widen import copy_into_wider

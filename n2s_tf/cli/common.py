@@ -77,7 +77,8 @@ def parse_network_args(text: str) -> dict:
         if not sep or not key:
             raise ConfigError(f"--network_args item {item!r} is not key=value")
         try:
-            args[key.strip()] = json.loads(value.strip().lower() if value.strip().lower() in ("true", "false") else value)
+            text = value.strip()
+            args[key.strip()] = json.loads(text.lower() if text.lower() in ("true", "false") else value)
         except json.JSONDecodeError:
             args[key.strip()] = value.strip()
     return args

@@ -52,6 +52,7 @@ class EncoderDecoder(DenoisingNetwork):
         # float32 output even under a mixed-precision policy (stable losses).
         outputs = layers.conv(channels, 1, dtype="float32")(x)
 
-        super().__init__(inputs, outputs, name=name, args=dict(ndim=ndim, channels=channels, blocks=blocks,
-                                                             base_filters=base_filters, kernel_sizes=list(kernel_sizes)),
+        args = dict(ndim=ndim, channels=channels, blocks=blocks, base_filters=base_filters,
+                    kernel_sizes=list(kernel_sizes))
+        super().__init__(inputs, outputs, name=name, args=args,
                          stride=2**blocks, path=path, **kwargs)

@@ -69,5 +69,6 @@ class ResUNet(DenoisingNetwork):
         # float32 output even under a mixed-precision policy (stable losses).
         outputs = layers.conv(channels, 1, use_bias=False, dtype="float32")(x)
 
-        super().__init__(inputs, outputs, name=name, args=dict(ndim=ndim, channels=channels, depth=depth, base_filters=base_filters),
+        args = dict(ndim=ndim, channels=channels, depth=depth, base_filters=base_filters)
+        super().__init__(inputs, outputs, name=name, args=args,
                          stride=2 ** (depth - 1), path=path, **kwargs)
