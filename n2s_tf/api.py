@@ -23,7 +23,7 @@ CRYO_EXTENSIONS = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
 
 def train(config: Optional[TrainConfig] = None, export: bool = True, **fields):
     """Train as train.py does; `fields` are TrainConfig fields (model=, steps=, data=, ...)."""
-    from n2s_tf.training import train as run
+    from n2s_tf.run import train as run
 
     config = config or TrainConfig(**fields)
     return run(config, export=export)
@@ -71,7 +71,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
                          f"got an array of shape {image.shape}")
     predict = model.predict_standardized
     if adapt_steps:
-        from n2s_tf.training import adapt
+        from n2s_tf.adapt import adapt
 
         network = adapt(model.keras_network(model.precision), [image], method=adapt_method, steps=adapt_steps,
                         mixed_precision=model.precision)

@@ -1,9 +1,7 @@
-"""One configuration record for a training run, and the table of methods.
+"""One configuration record for a training run.
 
-A method (n2s, n2sp, n2v, n2v2, n2n, n2t) is a small record that says which loss it
-uses, whether it masks, and whether it needs a second image per input. The trainer
-reads only these records, so adding a method is adding a row here and, if it is
-new, a loss in `losses.py`. Command-line flags map one to one onto `TrainConfig`.
+Command-line flags map one to one onto `TrainConfig`; the method it names is a row of
+`methods.METHODS`. `validate` refuses unknown values and impossible combinations.
 """
 
 import dataclasses
@@ -11,37 +9,7 @@ import json
 from typing import Optional
 
 from n2s_tf.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-    name: str
-    loss: str  # a key of n2s_tf.losses.LOSSES
-    masked: bool  # trains on a blind-spot masked copy of the input
-    target: Optional[str]  # None (self-supervised), "noisy" (N2N) or "clean" (N2T)
-    default_masking: str = "gaussian"
-    description: str = ""
-
-
-METHODS = {
-    m.name: m
-    for m in [
-        Method("n2s", "n2s", True, None, "gaussian",
-               "Noise2Same: self-supervised, invariance term weighted by lambda."),
-        Method("n2sp", "n2sp", True, None, "gaussian",
-               "Noise2SamePro: Noise2Same whose noise level is learned from the data "
-               "during the last --pro_steps steps."),
-        Method("n2v", "masked_mse", True, None, "uniform",
-               "Noise2Void: masked MSE on blind-spot pixels."),
-        Method("n2v2", "masked_mse", True, None, "median",
-               "N2V2: Noise2Void with median replacement; use --network=unet "
-               "(blur-pool, no top skip) to avoid checkerboard artefacts."),
-        Method("n2n", "mse", False, "noisy", description=
-               "Noise2Noise: MSE against a second noisy observation (even/odd halves)."),
-        Method("n2t", "mse", False, "clean", description=
-               "Noise2True: supervised MSE against clean targets."),
-    ]
-}
+from n2s_tf.methods import METHODS, Method
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "float16", "bfloat16")
@@ -95,7 +63,7 @@ class TrainConfig:
     def switch_step(self) -> int:
         """First step that uses the learned noise level (n2sp; a run shorter than
         pro_steps is all N2SP); never for other methods."""
-        if self.model != "n2sp":
+        if not self.method.learns_noise_level:
             return self.steps + 1
         return max(self.steps - self.pro_steps, 0)
 
@@ -127,7 +95,7 @@ class TrainConfig:
                 f"--patch_size {','.join(map(str, self.patch_size))} does not fit {self.ndim}D data"
             )
         if self.noise:
-            if self.model != "n2t":
+            if self.method.target != "clean":
                 raise ConfigError(f"--noise trains on clean images with synthetic noise: it needs --model=n2t, "
                                   f"not --model={self.model}")
             if len(self.noise) != 2 or not 0 < self.noise[0] <= self.noise[1]:

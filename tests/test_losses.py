@@ -135,3 +135,28 @@ def test_safe_sqrt():
         s = losses.safe_sqrt(v)
     np.testing.assert_allclose(s.numpy(), [1e-6, 2.0], rtol=1e-6)
     np.testing.assert_allclose(tape.gradient(s, v).numpy(), [0.0, 0.25])
+
+
+def test_every_method_row_returns_the_parts_it_logs():
+    """The trainer logs a row's `parts` from what its objective returns: they must be there,
+    and n2sp must be n2s before the switch and Noise2SamePro after it."""
+    import tensorflow as tf
+
+    from n2s_tf import losses
+    from n2s_tf.methods import METHODS
+
+    rng = np.random.default_rng(1)
+    x, target, y, y_masked = (tf.constant(rng.normal(size=(2, 8, 8, 1)), tf.float32) for _ in range(4))
+    mask = tf.constant(rng.random((2, 8, 8, 1)) < 0.3, tf.float32)
+    for method in METHODS.values():
+        for learned in (False, True):
+            loss, parts = method.objective(x=x, target=target, y=y, y_masked=y_masked, mask=mask, lmbd=3.0,
+                                           learned=tf.constant(learned), all_reduce=None)
+            assert set(method.parts) <= set(parts), method.name
+            assert np.isfinite(float(loss))
+    n2s, _ = losses.n2s_loss(x, y, y_masked, mask, lmbd=3.0)
+    pro, _ = losses.n2sp_loss(x, y, y_masked, mask)
+    for learned, expected in [(False, n2s), (True, pro)]:
+        loss, _ = METHODS["n2sp"].objective(x=x, target=None, y=y, y_masked=y_masked, mask=mask, lmbd=3.0,
+                                            learned=tf.constant(learned), all_reduce=None)
+        assert float(loss) == pytest.approx(float(expected), rel=1e-6)

@@ -9,8 +9,9 @@ from n2s_tf import data as data_lib
 from n2s_tf.config import TrainConfig
 from n2s_tf.errors import ConfigError
 from n2s_tf.export import LoadedModel
+from n2s_tf.finetune import load_initial_weights
 from n2s_tf.networks import build_network
-from n2s_tf.training import load_initial_weights, train
+from n2s_tf.run import train
 
 TINY = dict(network="unet", network_args={"depth": 1, "base_filters": 4}, patch_size=(16, 16),
             batch_size=2, checkpoint_every=2, lr=1e-3)
@@ -90,9 +91,27 @@ def test_synthetic_noise_levels_span_the_range_log_uniformly():
 
 
 def test_n2sp_switches_to_learned_sigma(tmp_path, folders):
-    config = _config(tmp_path, folders, model="n2sp", steps=4, pro_steps=2)
-    assert config.switch_step == 2
-    history = train(config, export=False)["history"]
+    """Before switch_step the loss is Noise2Same's rec + lmbd sqrt(inv); from it on,
+    Noise2SamePro's rec + 2 sqrt(rec) sqrt(inv). lmbd = 5 makes the two differ."""
+    import tensorflow as tf
+
+    from n2s_tf.training import build_denoiser, make_optimizer
+
+    config = _config(tmp_path, folders, model="n2sp", steps=10, pro_steps=4, lmbd=5.0)
+    assert config.switch_step == 6
+    model = build_denoiser(config, channels=1)
+    model.compile(optimizer=make_optimizer(config))
+    model.optimizer.build(model.network.trainable_variables)
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 16, 16, 1)), tf.float32)
+    for step, learned in [(0, False), (5, False), (6, True), (9, True)]:
+        model.optimizer.iterations.assign(step)
+        loss, parts = model.compute_method_loss(x, training=False)
+        rec, inv = float(parts["rec"]), float(parts["inv"])
+        assert inv > 0
+        expected = rec + (2 * np.sqrt(rec) if learned else 5.0) * np.sqrt(inv)
+        assert float(loss) == pytest.approx(expected, rel=1e-5), step
+        assert float(parts["sigma"]) == pytest.approx(np.sqrt(rec), rel=1e-5)
+    history = train(_config(tmp_path, folders, model="n2sp", steps=4, pro_steps=2), export=False)["history"]
     assert all(np.isfinite(h["sigma"]) for h in history if "sigma" in h)
 
 

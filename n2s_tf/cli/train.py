@@ -94,7 +94,7 @@ def _data_ndim(data):
 
 def main(argv):
     config = config_from_flags()
-    from n2s_tf.training import train
+    from n2s_tf.run import train
 
     train(config, export=FLAGS.export)
 

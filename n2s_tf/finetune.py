@@ -1,0 +1,36 @@
+"""--init: start a run from an exported model's weights (fine-tuning a shipped model).
+
+The flags must build the same network, or the same one with more base filters: then the
+trained filters are copied into the wider network (`networks.widen`).
+"""
+
+import keras
+
+from n2s_tf.config import TrainConfig
+from n2s_tf.errors import ConfigError
+
+
+def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:
+    """--init: copy the weights of an exported model into the freshly built network, which
+    must be the same network (kind and options; the layer names may differ), or the same with
+    more base_filters: then the trained filters are copied into the wider network, which starts
+    out computing what the exported one computes (`networks.widen`)."""
+    from n2s_tf.export import LoadedModel
+    from n2s_tf.networks.widen import copy_into_wider
+
+    try:
+        trained = LoadedModel(config.init)
+    except FileNotFoundError as error:
+        raise ConfigError(f"--init: {error}") from None
+
+    def options(network_config):  # what fixes the shapes and the meaning of the weights
+        return {k: v for k, v in sorted(network_config.items()) if k not in ("name", "trainable", "dtype")}
+
+    kind = trained.metadata["network"]
+    built, wanted = options(trained.metadata["network_config"]), options(network.get_config())
+    same_but_width = {**built, "base_filters": 0} == {**wanted, "base_filters": 0}
+    if kind != config.network or not (same_but_width and built["base_filters"] <= wanted["base_filters"]):
+        raise ConfigError(f"--init: {config.init} holds a {kind} network {built}, the flags build a "
+                          f"{config.network} network {wanted}: pass its --network and --network_args "
+                          f"(base_filters may be larger)")
+    copy_into_wider(trained.keras_network(), network)  # at equal widths, a plain copy
