@@ -135,7 +135,7 @@ def main(argv):
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
         raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; choose from {', '.join(ALL_METHODS)}")
-    from n2s_tf import evaluate, synthetic
+    from n2s_tf import evaluate, reports, synthetic
     from n2s_tf.evaluate import Denoiser
 
     start = time.time()
@@ -182,23 +182,23 @@ def main(argv):
           f"defocus {FLAGS.defocus:g} um; trained methods {FLAGS.steps} steps, batch {FLAGS.batch_size}, "
           f"{FLAGS.patch_size}x{FLAGS.patch_size} patches; adapt {FLAGS.adapt_steps} steps; "
           f"scored standardized against the clean image; seconds = wall time incl. training")
-    print(evaluate.format_table(summary, columns=("psnr", "cc", "mean_frc", "res_0143", "seconds")))
+    print(reports.format_table(summary, columns=("psnr", "cc", "mean_frc", "res_0143", "seconds")))
     print(f"\ntotal {time.time() - start:.0f} s")
 
     out = FLAGS.out
     os.makedirs(out, exist_ok=True)
     for ext in ("csv", "json"):
-        evaluate.write_table(rows, os.path.join(out, f"metrics.{ext}"))
+        reports.write_table(rows, os.path.join(out, f"metrics.{ext}"))
     if len(snrs) > 1:
         for metric in ("psnr", "cc", "mean_frc"):
-            evaluate.plot_metric_vs_snr(summary, metric, os.path.join(out, f"{metric}_vs_snr.png"))
+            reports.plot_metric_vs_snr(summary, metric, os.path.join(out, f"{metric}_vs_snr.png"))
     at_plot = [r for r in rows if r["snr"] == plot_snr]
-    evaluate.plot_frc(evaluate.frc_curves(at_plot), os.path.join(out, "frc.png"),
+    reports.plot_frc(evaluate.frc_curves(at_plot), os.path.join(out, "frc.png"),
                       title=f"FRC with the clean image, SNR {plot_snr:g}")
     outputs = {r["method"]: r["output"] for r in at_plot}
     captions = {r["method"]: f"PSNR {r['psnr']:.2f}  CC {r['cc']:.3f}" for r in at_plot}
     noisy = outputs.pop(evaluate.NOISY)
-    evaluate.plot_panels(noisy, outputs, clean_at_plot, os.path.join(out, "panels.png"),
+    reports.plot_panels(noisy, outputs, clean_at_plot, os.path.join(out, "panels.png"),
                          crop=min(FLAGS.size, 512), titles=captions)
     print(f"wrote {out}/metrics.csv, metrics.json, plots (panels and FRC at SNR {plot_snr:g})")
 

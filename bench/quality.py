@@ -147,7 +147,7 @@ def main(argv):
         raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; choose from {', '.join(known)}")
     if FLAGS.steps < 1:
         raise ConfigError("--steps must be at least 1")
-    from n2s_tf import evaluate
+    from n2s_tf import evaluate, reports
     from n2s_tf.evaluate import Denoiser
 
     triples = benchmark_images()
@@ -185,10 +185,10 @@ def main(argv):
     print(format_quality_table(rows))
     os.makedirs(FLAGS.out, exist_ok=True)
     for ext in ("csv", "json"):
-        evaluate.write_table(rows, os.path.join(FLAGS.out, f"metrics.{ext}"))
+        reports.write_table(rows, os.path.join(FLAGS.out, f"metrics.{ext}"))
     first = [r for r in rows if r["image"] == IMAGES[0]]
     outputs = {r["method"]: r["output"] for r in first if r["method"] != evaluate.NOISY}
-    evaluate.plot_panels(triples[0][1], outputs, triples[0][2], os.path.join(FLAGS.out, "panels.png"),
+    reports.plot_panels(triples[0][1], outputs, triples[0][2], os.path.join(FLAGS.out, "panels.png"),
                          crop=CROP, titles={r["method"]: f"PSNR {r['psnr']:.2f}" for r in first})
     print(f"wrote {FLAGS.out}/metrics.csv, metrics.json, panels.png")
 

@@ -159,7 +159,7 @@ def main(argv):
 
 def save_panels(work, out):
     """The raw micrograph and each tool's output, same central crop, side by side."""
-    from n2s_tf import evaluate, io
+    from n2s_tf import io, reports
 
     raw = io.read_image(FLAGS.micrograph).data[..., 0]
     outputs = {"n2s_tf (shipped cryoem, test_single.py)": io.read_image(os.path.join(work, "n2s_tf.mrc")).data[..., 0]}
@@ -167,7 +167,7 @@ def save_panels(work, out):
         if os.path.exists(os.path.join(work, f"{name}.npy")):
             outputs[label] = np.load(os.path.join(work, f"{name}.npy"))
     os.makedirs(out, exist_ok=True)
-    evaluate.plot_panels(raw, outputs, None, os.path.join(out, "fei_panels.png"), crop=768)
+    reports.plot_panels(raw, outputs, None, os.path.join(out, "fei_panels.png"), crop=768)
 
 
 def print_tables(results, megapixels):

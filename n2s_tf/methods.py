@@ -11,23 +11,28 @@ Every objective takes the same keyword arguments, so the trainer calls them all 
     lmbd: the Noise2Same invariance weight; learned: True (a bool tensor) once the noise
     level is learned from the data (Noise2SamePro's last steps); all_reduce: see losses.py
 and returns (loss, parts).
+
+This module is imported by the configuration and the flags, which must not pull in
+TensorFlow: the objectives import the losses (and TensorFlow) when they are first called.
 """
 
 import dataclasses
 from typing import Callable, Optional
 
-import tensorflow as tf
-
-from n2s_tf import losses
-
 
 def _n2s(*, x, y, y_masked, mask, lmbd, all_reduce, **_):
+    from n2s_tf import losses
+
     return losses.n2s_loss(x, y, y_masked, mask, lmbd=lmbd, all_reduce=all_reduce)
 
 
 def _n2sp(*, x, y, y_masked, mask, lmbd, learned, all_reduce, **_):
     """Noise2Same until `learned`, then Noise2SamePro: the same weights and optimizer state
     go on with the noise level estimated from the batch instead of the fixed lmbd."""
+    import tensorflow as tf
+
+    from n2s_tf import losses
+
     fixed, fixed_parts = losses.n2s_loss(x, y, y_masked, mask, lmbd=lmbd, all_reduce=all_reduce)
     pro, pro_parts = losses.n2sp_loss(x, y, y_masked, mask, all_reduce=all_reduce)
     sigma = tf.where(learned, pro_parts["sigma"], tf.sqrt(fixed_parts["rec"]))
@@ -35,10 +40,14 @@ def _n2sp(*, x, y, y_masked, mask, lmbd, learned, all_reduce, **_):
 
 
 def _blind_spot_mse(*, x, y_masked, mask, all_reduce, **_):
+    from n2s_tf import losses
+
     return losses.masked_mse(x, y_masked, mask, all_reduce=all_reduce)
 
 
 def _mse(*, target, y, all_reduce, **_):
+    from n2s_tf import losses
+
     return losses.mse(target, y, all_reduce=all_reduce)
 
 

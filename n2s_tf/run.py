@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from n2s_tf import data as data_lib
-from n2s_tf import distribute, metrics
+from n2s_tf import distribute, files, metrics
 from n2s_tf.config import TrainConfig
 from n2s_tf.errors import ConfigError
 from n2s_tf.inference import denoise_array
@@ -175,7 +175,7 @@ def _train(config, strategy, chief, export):
     start = current_step(optimizer)
     if chief:
         os.makedirs(model_dir, exist_ok=True)
-        _atomic_write(os.path.join(model_dir, "config.json"), config.to_json())
+        files.write_text(os.path.join(model_dir, "config.json"), config.to_json())
         print(f"{'resuming at' if start else 'starting'} step {start} of {config.steps}: "
               f"{config.model} on {config.network} ({model.network.count_params():,} parameters), "
               f"{strategy.num_replicas_in_sync} replica(s), {len(inputs)} training image(s)",
@@ -227,10 +227,3 @@ def _run_defining(config: TrainConfig) -> dict:
     for free in ("resume", "steps", "checkpoint_every", "strategy", "cpu_devices", "model_dir"):
         values.pop(free)
     return values
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from n2s_tf import evaluate
+from n2s_tf import evaluate, reports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -134,7 +134,7 @@ def test_summarize_means_per_method(rows):
     assert [s["method"] for s in summary] == ["noisy", "gaussian(sigma=2.0)", "lp"]
     assert summary[0]["n"] == 2
     assert summary[1]["psnr"] == pytest.approx((rows[1]["psnr"] + rows[4]["psnr"]) / 2)
-    table = evaluate.format_table(summary)
+    table = reports.format_table(summary)
     lines = table.splitlines()
     assert len(lines) == 2 + 3 and lines[0].split()[:3] == ["method", "psnr", "ssim"]
     assert len({len(line) for line in lines}) == 1  # numbers right-aligned in fixed widths
@@ -143,8 +143,8 @@ def test_summarize_means_per_method(rows):
 
 def test_tables_round_trip_and_leave_no_temporary_files(tmp_path, rows):
     rows = rows + [dict(rows[0], image="same", psnr=math.inf, res_0143=None)]
-    evaluate.write_table(rows, tmp_path / "m.csv")
-    evaluate.write_table(rows, tmp_path / "m.json")
+    reports.write_table(rows, tmp_path / "m.csv")
+    reports.write_table(rows, tmp_path / "m.json")
     assert sorted(os.listdir(tmp_path)) == ["m.csv", "m.json"]
     with open(tmp_path / "m.csv") as f:
         table = list(csv.DictReader(f))
@@ -155,16 +155,16 @@ def test_tables_round_trip_and_leave_no_temporary_files(tmp_path, rows):
     assert loaded[1]["method"] == rows[1]["method"] and loaded[-1]["psnr"] is None
     assert loaded[1]["frc"]["values"] == pytest.approx(rows[1]["frc"]["values"])
     with pytest.raises(ValueError, match=".csv or .json"):
-        evaluate.write_table(rows, tmp_path / "m.txt")
+        reports.write_table(rows, tmp_path / "m.txt")
 
 
 def test_plots_are_written(tmp_path, rows):
     first = [r for r in rows if r["image"] == "a"]
-    evaluate.plot_frc(evaluate.frc_curves(rows), tmp_path / "frc.png")
-    evaluate.plot_panels(first[0]["output"], {r["method"]: r["output"] for r in first[1:]},
+    reports.plot_frc(evaluate.frc_curves(rows), tmp_path / "frc.png")
+    reports.plot_panels(first[0]["output"], {r["method"]: r["output"] for r in first[1:]},
                          noisy_pair(0)[1], tmp_path / "panels.png", crop=32)
     results = [dict(r, snr=snr) for snr, r in zip([0.1, 0.1, 0.1, 1.0, 1.0, 1.0], rows)]
-    evaluate.plot_metric_vs_snr(results, "cc", tmp_path / "cc.png")
+    reports.plot_metric_vs_snr(results, "cc", tmp_path / "cc.png")
     for name in ("frc.png", "panels.png", "cc.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000

@@ -51,7 +51,7 @@ def parse_baseline(spec: str):
 
 
 def main(argv):
-    from n2s_tf import evaluate, io
+    from n2s_tf import evaluate, io, reports
     from n2s_tf.errors import ConfigError
 
     files = io.paired_files(FLAGS.noisy, FLAGS.clean)
@@ -83,15 +83,15 @@ def main(argv):
     summary = evaluate.summarize(rows)
     scale = "standardized" if standardized else "0-255 scale"
     print(f"{len(files)} image pair(s), scored {scale}" + (f", {pixel_size:g} A/px" if pixel_size else ""))
-    print(evaluate.format_table(summary, columns=evaluate.TABLE_COLUMNS + ("seconds",)))
+    print(reports.format_table(summary, columns=evaluate.TABLE_COLUMNS + ("seconds",)))
     os.makedirs(FLAGS.out, exist_ok=True)
-    evaluate.write_table(rows, os.path.join(FLAGS.out, "metrics.csv"))
-    evaluate.write_table(rows, os.path.join(FLAGS.out, "metrics.json"))
-    evaluate.plot_frc(evaluate.frc_curves(rows), os.path.join(FLAGS.out, "frc.png"))
+    reports.write_table(rows, os.path.join(FLAGS.out, "metrics.csv"))
+    reports.write_table(rows, os.path.join(FLAGS.out, "metrics.json"))
+    reports.plot_frc(evaluate.frc_curves(rows), os.path.join(FLAGS.out, "frc.png"))
     outputs = {r["method"]: r["output"] for r in rows if "output" in r}
     captions = {r["method"]: f"PSNR {r['psnr']:.2f}  CC {r['cc']:.3f}" for r in rows if "output" in r}
     noisy = outputs.pop(evaluate.NOISY)
-    evaluate.plot_panels(noisy, outputs, first.data, os.path.join(FLAGS.out, "panels.png"), titles=captions)
+    reports.plot_panels(noisy, outputs, first.data, os.path.join(FLAGS.out, "panels.png"), titles=captions)
     print(f"wrote {FLAGS.out}/metrics.csv, metrics.json, frc.png, panels.png")
 
 
