@@ -1,0 +1,160 @@
+"""Cryo-ET denoising on simulated tomograms with a known noiseless reconstruction.
+
+    python bench/tomo.py                                   # 256x256x64 at 8 A, two doses; ~1 h on 2 cores
+    python bench/tomo.py --size=128,128,48 --doses=60 --steps=200 --methods=gaussian,n2n   # minutes
+
+For each total dose one tomogram of two particle kinds in ice is simulated
+(n2s_tf.synthetic_tomogram: dose-symmetric tilt series +-60 degrees, per-tilt CTF, Poisson
+counting, even/odd halves, weighted back-projection). Methods, scored standardized against the
+noiseless reconstruction with the same missing wedge (PSNR, CC, FSC mean = FSC-AUC):
+- gaussian: a 3D Gaussian filter of --gaussian_sigma voxels on the full-dose tomogram;
+- n2n: n2s_tf Noise2Noise trained --steps on the even/odd halves, both halves denoised and
+  averaged (the cryoCARE route);
+- topaz3d: Topaz-Denoise's pretrained 3D model (unet-3d) on the full-dose tomogram, run in the
+  peers venv by bench/peers.py.
+Writes metrics.csv / metrics.json and slices.png (XY and XZ central slices per method) to --out.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from n2s_tf.cli.common import parse_floats, parse_ints, parse_network_args, run_main  # noqa: E402
+from n2s_tf.errors import ConfigError  # noqa: E402
+
+DATA = os.path.join(ROOT, "..", "shared", "data")
+METHODS = ("gaussian", "n2n", "topaz3d")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("models", f"{DATA}/6z6u.pdb,{DATA}/3jb9.cif", "comma-separated atomic models (PDB/mmCIF)")
+flags.DEFINE_string("out", "runs/tomo", "folder for the tables and slices")
+flags.DEFINE_string("size", "64,256,256", "tomogram size Z,Y,X in voxels")
+flags.DEFINE_float("pixel_size", 8.0, "Angstrom per voxel")
+flags.DEFINE_integer("particles", 40, "particles per tomogram (kinds in turn)")
+flags.DEFINE_string("doses", "60,120", "total doses of the tilt series in e/A^2")
+flags.DEFINE_float("contrast", 0.1, "weak-phase contrast of the projections (see simulate_tomogram)")
+flags.DEFINE_string("methods", ",".join(METHODS), f"comma-separated methods: {', '.join(METHODS)}")
+flags.DEFINE_float("gaussian_sigma", 1.5, "gaussian: sigma in voxels")
+flags.DEFINE_integer("steps", 1000, "n2n: training steps")
+flags.DEFINE_string("patch_size", "32,64,64", "n2n: training patch Z,Y,X")
+flags.DEFINE_integer("batch_size", 4, "n2n: batch size")
+flags.DEFINE_string("network", "unet", "n2n: network")
+flags.DEFINE_string("network_args", "depth=2,base_filters=16", "n2n: network options")
+flags.DEFINE_string("mixed_precision", "bfloat16", "n2n: training precision")
+flags.DEFINE_integer("seed", 0, "simulation and training seed")
+
+
+def simulate(dose):
+    from n2s_tf import synthetic_tomogram
+
+    models = [m for m in FLAGS.models.split(",") if m]
+    missing = [m for m in models if not os.path.isfile(m)]
+    if missing or not models:
+        raise ConfigError(f"--models: no such file {missing[0] if missing else '(none given)'}")
+    return synthetic_tomogram.simulate_tomogram(
+        models, shape=parse_ints(FLAGS.size, "size"), pixel_size=FLAGS.pixel_size, n_particles=FLAGS.particles,
+        total_dose=dose, contrast=FLAGS.contrast, seed=FLAGS.seed)
+
+
+def train_n2n(tomogram, work):
+    """Noise2Noise on the even/odd halves; a function that denoises both halves and averages them."""
+    from n2s_tf import api
+
+    for half in ("even", "odd"):
+        os.makedirs(os.path.join(work, half), exist_ok=True)
+        np.save(os.path.join(work, half, "tomo.npy"), tomogram[half][..., None])
+    result = api.train(model="n2n", data=os.path.join(work, "even"), target=os.path.join(work, "odd"),
+                       ndim=3, steps=FLAGS.steps, network=FLAGS.network,
+                       network_args=parse_network_args(FLAGS.network_args), batch_size=FLAGS.batch_size,
+                       patch_size=parse_ints(FLAGS.patch_size, "patch_size"), seed=FLAGS.seed,
+                       mixed_precision=FLAGS.mixed_precision, checkpoint_every=FLAGS.steps,
+                       model_dir=os.path.join(work, "run"))
+    model = api.load_model(result["export_dir"])
+    tick = time.time()
+    denoised = (api.denoise(tomogram["even"], model) + api.denoise(tomogram["odd"], model)) / 2
+    return denoised, time.time() - tick
+
+
+def topaz3d(volume, work):
+    import peers
+
+    source, out = os.path.join(work, "topaz_in.npy"), os.path.join(work, "topaz_out.npy")
+    np.save(source, volume)
+    result = peers.run_peer("topaz_denoise3d", inputs=source, outputs=out, result=os.path.join(work, "topaz.json"))
+    return np.load(out), result["load_seconds"] + result["predict_seconds"]
+
+
+def central_slices(volume):
+    """The XY slice at the middle depth above the XZ slice at the middle row: one 2D image."""
+    depth, height, _ = volume.shape
+    return np.concatenate([volume[depth // 2], volume[:, height // 2, :]], axis=0)
+
+
+def main(argv):
+    from n2s_tf import evaluate, reports
+    from n2s_tf.evaluate import Denoiser
+
+    methods = [m for m in FLAGS.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; choose from {', '.join(METHODS)}")
+    doses = parse_floats(FLAGS.doses, "doses")
+    rows, start = [], time.time()
+    with tempfile.TemporaryDirectory(prefix="tomo_bench_") as work:
+        for dose in doses:
+            tick = time.time()
+            tomogram = simulate(dose)
+            print(f"dose {dose:g}: simulated in {time.time() - tick:.0f} s", file=sys.stderr, flush=True)
+            denoisers, seconds = [], {}
+            for method in methods:
+                tick = time.time()
+                folder = os.path.join(work, f"dose{dose:g}", method)
+                os.makedirs(folder, exist_ok=True)
+                if method == "gaussian":
+                    denoisers.append(evaluate.baseline_denoiser("gaussian", name="gaussian",
+                                                                sigma=FLAGS.gaussian_sigma))
+                    continue
+                if method == "n2n":
+                    output, seconds["n2n_denoise"] = train_n2n(tomogram, folder)
+                else:
+                    output, _ = topaz3d(tomogram["noisy"], folder)
+                seconds[method] = time.time() - tick
+                denoisers.append(Denoiser(method, lambda x, output=output: output))
+                print(f"dose {dose:g}: {method} in {seconds[method]:.0f} s", file=sys.stderr, flush=True)
+            scored = evaluate.evaluate([("tomogram", tomogram["noisy"], tomogram["clean"])], denoisers,
+                                       standardized=True, pixel_size=FLAGS.pixel_size, keep_outputs=True)
+            for row in scored:
+                row.update(dose=dose, seconds=row["seconds"] + seconds.get(row["method"], 0.0))
+                if row["method"] == "n2n":
+                    row["denoise_seconds"] = seconds["n2n_denoise"]
+            rows += scored
+            outputs = {r["method"]: central_slices(r["output"]) for r in scored}
+            captions = {r["method"]: f"PSNR {r['psnr']:.2f}  FSC {r['mean_frc']:.3f}" for r in scored}
+            os.makedirs(FLAGS.out, exist_ok=True)
+            reports.plot_panels(outputs.pop(evaluate.NOISY), outputs, central_slices(tomogram["clean"]),
+                                os.path.join(FLAGS.out, f"slices_dose{dose:g}.png"), crop=10**6, titles=captions)
+
+    summary = evaluate.summarize(rows, by=("dose", "method"))
+    for row in summary:
+        row["snr"] = row.pop("dose")  # format_table prints its first key column as "snr"
+    print(f"\n{FLAGS.size} voxels (Z,Y,X) at {FLAGS.pixel_size:g} A, {FLAGS.particles} particles, tilts +-60 by 3 "
+          f"degrees; n2n {FLAGS.steps} steps, batch {FLAGS.batch_size}, patches {FLAGS.patch_size}, "
+          f"{FLAGS.network} {FLAGS.network_args}; scored standardized against the noiseless reconstruction; "
+          f"'snr' column = total dose in e/A^2; seconds = wall time incl. training")
+    print(reports.format_table(summary, columns=("psnr", "cc", "mean_frc", "seconds")))
+    for ext in ("csv", "json"):
+        reports.write_table([{k: v for k, v in r.items() if k != "output"} for r in rows],
+                            os.path.join(FLAGS.out, f"metrics.{ext}"))
+    print(f"total {time.time() - start:.0f} s; wrote {FLAGS.out}/metrics.csv, metrics.json, slices_dose*.png")
+
+
+if __name__ == "__main__":
+    run_main(main)
