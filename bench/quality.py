@@ -1,9 +1,12 @@
 """Natural-image denoising quality against the field, on the same images in one run.
 
     python bench/quality.py --steps=2000 --out=results/quality
+    python bench/quality.py --images=textures --sigma=50 --methods=nlm,bm3d,general   # texture row
 
 Eight grayscale images that ship with scikit-image (central 256x256 crops) get Gaussian
-noise of sigma 25 on the 0-255 scale (fixed seeds, no clipping). Every method sees the
+noise of sigma 25 on the 0-255 scale (fixed seeds, no clipping); --images=textures scores the
+periodic and textured ones instead (brick, and gravel, which the general model's training set
+holds out), --sigma another noise level. Every method sees the
 noisy images only:
 - classical: Gaussian filter, non-local means and BM3D (both told the true sigma);
 - n2s_tf's N2S, N2SP and N2V, each trained self-supervised on the eight noisy images
@@ -33,8 +36,8 @@ from n2s_tf.cli.common import run_main  # noqa: E402
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 IMAGES = ("camera", "astronaut", "coins", "chelsea", "coffee", "rocket", "moon", "brick")
+TEXTURES = ("brick", "gravel")
 CROP = 256
-SIGMA = 25.0
 SEED = 2026
 TRAINED = ("n2s", "n2sp", "n2v")
 CLASSICAL = ("gaussian", "nlm", "bm3d")
@@ -55,20 +58,38 @@ flags.DEFINE_integer("adapt_steps", 200, "general_adapt: self-supervised fine-tu
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
 flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
+flags.DEFINE_string("images", "default", "comma-separated scikit-image names, or 'default' (the eight) or "
+                    "'textures' (brick, gravel)")
+flags.DEFINE_float("sigma", 25.0, "Gaussian noise std on the 0-255 scale")
 flags.DEFINE_string("out", "results/quality", "folder for tables, panels and the training runs")
 FLAGS = flags.FLAGS
 
 
+def image_names():
+    """The --images list: names of scikit-image's bundled images."""
+    names = {"default": IMAGES, "textures": TEXTURES}.get(FLAGS.images) or tuple(FLAGS.images.split(","))
+    if not all(names):
+        raise ConfigError(f"--images={FLAGS.images!r}: give names separated by commas, 'default' or 'textures'")
+    return names
+
+
 def benchmark_images():
-    """[(name, noisy, clean)]: central crops, sigma-25 noise from a fixed seed per image."""
+    """[(name, noisy, clean)]: central crops, --sigma noise from a fixed seed per image and sigma
+    (sigma 25 keeps the seeds of the original eight-image table)."""
     from n2s_tf.data import skimage_gray
 
     triples = []
-    for index, name in enumerate(IMAGES):
-        image = skimage_gray(name)
+    for name in image_names():
+        # The eight keep their seeds; any other image gets one from its name.
+        index = IMAGES.index(name) if name in IMAGES else sum(map(ord, name))
+        try:
+            image = skimage_gray(name)
+        except (AttributeError, ValueError, OSError) as error:
+            raise ConfigError(f"--images: cannot load scikit-image's {name!r} ({error})") from None
         top, left = (image.shape[0] - CROP) // 2, (image.shape[1] - CROP) // 2
         clean = image[top:top + CROP, left:left + CROP]
-        noise = np.random.default_rng([SEED, index]).normal(0.0, SIGMA, clean.shape)
+        seed = [SEED, index] if FLAGS.sigma == 25 else [SEED, index, int(round(FLAGS.sigma * 100))]
+        noise = np.random.default_rng(seed).normal(0.0, FLAGS.sigma, clean.shape)
         triples.append((name, (clean + noise).astype(np.float32), clean))
     return triples
 
@@ -78,7 +99,8 @@ def classical_denoiser(method):
     from n2s_tf import baselines
     from n2s_tf.evaluate import Denoiser
 
-    params = {"gaussian": {"sigma": FLAGS.gaussian_sigma}, "nlm": {"sigma": SIGMA}, "bm3d": {"sigma": SIGMA}}[method]
+    params = {"gaussian": {"sigma": FLAGS.gaussian_sigma}, "nlm": {"sigma": FLAGS.sigma},
+              "bm3d": {"sigma": FLAGS.sigma}}[method]
     return Denoiser(method, lambda x: baselines.run_baseline(method, x[..., None], **params)[..., 0])
 
 
@@ -179,24 +201,25 @@ def main(argv):
 
     for row in rows:
         row["wall_seconds"] = row["seconds"] + train_seconds.get(row["method"], 0.0) / len(triples)
-    print(f"\n{len(triples)} scikit-image images ({', '.join(IMAGES)}), central {CROP}x{CROP}, "
-          f"Gaussian noise sigma {SIGMA:g} (0-255, unclipped); trained methods: {FLAGS.steps} steps, "
+    names = [name for name, _, _ in triples]
+    print(f"\n{len(triples)} scikit-image images ({', '.join(names)}), central {CROP}x{CROP}, "
+          f"Gaussian noise sigma {FLAGS.sigma:g} (0-255, unclipped); trained methods: {FLAGS.steps} steps, "
           f"batch {FLAGS.batch_size}, {FLAGS.patch_size}x{FLAGS.patch_size} patches")
-    print(format_quality_table(rows))
+    print(format_quality_table(rows, names))
     os.makedirs(FLAGS.out, exist_ok=True)
     for ext in ("csv", "json"):
         reports.write_table(rows, os.path.join(FLAGS.out, f"metrics.{ext}"))
-    first = [r for r in rows if r["image"] == IMAGES[0]]
+    first = [r for r in rows if r["image"] == names[0]]
     outputs = {r["method"]: r["output"] for r in first if r["method"] != evaluate.NOISY}
     reports.plot_panels(triples[0][1], outputs, triples[0][2], os.path.join(FLAGS.out, "panels.png"),
                          crop=CROP, titles={r["method"]: f"PSNR {r['psnr']:.2f}" for r in first})
     print(f"wrote {FLAGS.out}/metrics.csv, metrics.json, panels.png")
 
 
-def format_quality_table(rows):
+def format_quality_table(rows, names):
     """Methods down, images across: PSNR per image, mean PSNR, mean SSIM, wall seconds."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    short = [n[:8] for n in IMAGES]
+    short = [n[:8] for n in names]
     lines = [f"{'method':16s} " + " ".join(f"{n:>8s}" for n in short) +
              f" {'PSNR':>7s} {'SSIM':>6s} {'wall s':>7s}"]
     for method in methods:
