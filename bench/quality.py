@@ -1,6 +1,6 @@
 """Natural-image denoising quality against the field, on the same images in one run.
 
-    python bench/quality.py --steps=2000 --out=results/quality
+    python bench/quality.py --steps=2000 --out=runs/quality
 
 Eight grayscale images that ship with scikit-image (central 256x256 crops) get Gaussian
 noise of sigma 25 on the 0-255 scale (fixed seeds, no clipping). Every method sees the
@@ -55,7 +55,7 @@ flags.DEFINE_integer("adapt_steps", 200, "general_adapt: self-supervised fine-tu
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
 flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
-flags.DEFINE_string("out", "results/quality", "folder for tables, panels and the training runs")
+flags.DEFINE_string("out", "runs/quality", "folder for tables, panels and the training runs")
 FLAGS = flags.FLAGS
 
 
