@@ -104,7 +104,7 @@ def shipped_denoiser(method):
     """A shipped model, as it is or fine-tuned on each micrograph before denoising it."""
     from n2s_tf import api, evaluate
 
-    model = api.load_model(str(api.TRAINED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
+    model = api.load_model(str(api.SHIPPED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
     adapt = FLAGS.adapt_steps if method == "cryoem_adapt" else 0
     return evaluate.model_denoiser(model, name=method, tta=FLAGS.tta, calibrate=FLAGS.calibrate,
                                    adapt_steps=adapt, adapt_method=FLAGS.adapt_method)

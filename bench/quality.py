@@ -50,7 +50,7 @@ flags.DEFINE_string("network", "unet", "n2s_tf network")
 flags.DEFINE_string("mixed_precision", "float32", "n2s_tf training precision: float32 or bfloat16")
 flags.DEFINE_float("mask_fraction", 0.005, "n2s_tf: fraction of pixels masked per patch")
 flags.DEFINE_string("general_model", None, "general, general_adapt: exported model or training directory "
-                                           "(default: the shipped trained_models/general)")
+                                           "(default: the shipped general model)")
 flags.DEFINE_integer("adapt_steps", 200, "general_adapt: self-supervised fine-tuning steps on each image")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
 flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
@@ -119,7 +119,7 @@ def shipped_denoiser(method):
     """The general model, as it is or fine-tuned on each image before denoising it."""
     from n2s_tf import api, evaluate
 
-    model = api.load_model(FLAGS.general_model or str(api.TRAINED_MODELS / "general"))
+    model = api.load_model(FLAGS.general_model or str(api.SHIPPED_MODELS / "general"))
     adapt = FLAGS.adapt_steps if method == "general_adapt" else 0
     return evaluate.model_denoiser(model, name=f"n2s_tf {method}", tta=FLAGS.tta, calibrate=FLAGS.calibrate,
                                    adapt_steps=adapt)

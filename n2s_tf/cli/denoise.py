@@ -30,7 +30,7 @@ flags.DEFINE_string("input_b", None, "Noise2Noise: the other halves (odd sums) o
 flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
                                     "(default: <input name>_denoised<ext> in the current folder)")
 flags.DEFINE_string("model", None, "exported model or training directory (default: the shipped model "
-                                   "for the input's kind in trained_models/)")
+                                   "for the input's kind: cryoem for MRC files, else general)")
 flags.DEFINE_integer("tile", None, "tile size in pixels (default: chosen from --max_memory)")
 flags.DEFINE_float("max_memory", 2.0, "memory budget for one tile's activations, in GB")
 flags.DEFINE_integer("adapt_steps", 0, "first fine-tune the model on each input for N self-supervised steps "
