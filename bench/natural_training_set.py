@@ -22,8 +22,7 @@ sys.path.insert(0, ROOT)
 
 from n2s_tf.cli.common import run_main  # noqa: E402
 
-# general/2 was trained on these without microaneurysms, motorcycle, aero, ascent and the MRI
-# slice, which were added for general/3.
+# The card in trained_models/README.md lists which images each model version saw.
 SKIMAGE = ("grass", "gravel", "page", "text", "clock", "cell", "hubble_deep_field", "immunohistochemistry",
            "retina", "shepp_logan_phantom", "horse", "microaneurysms")
 MATPLOTLIB = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")

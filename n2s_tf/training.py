@@ -72,7 +72,7 @@ class Denoiser(keras.Model):
         if method.loss == "masked_mse":
             y_masked = self.network(x_masked, training=training)
             return losses.masked_mse(x, y_masked, mask, all_reduce=all_reduce)
-        # f(x) and f(x_masked) in one pass over the doubled batch: about 15 % faster on a
+        # f(x) and f(x_masked) in one pass over the doubled batch: faster on a
         # CPU than two passes; BatchNorm sees both halves (they differ in 0.5 % of pixels).
         y, y_masked = tf.split(self.network(tf.concat([x, x_masked], 0), training=training), 2)
         loss, parts = losses.n2s_loss(x, y, y_masked, mask, lmbd=config.lmbd, all_reduce=all_reduce)

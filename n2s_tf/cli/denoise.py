@@ -84,8 +84,8 @@ def main(argv):
     print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
           f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
     if FLAGS.adapt_steps and METHODS[model.metadata["method"]].target:
-        # Measured on bench/quality.py after 200 N2S steps: general/3 (n2t) lost 3.1 dB, general/2 2.9 dB;
-        # a residual network (the shipped general model) is refused by training.adapt.
+        # Masked self-supervised steps pull a supervised model toward the blind-spot solution (its
+        # loss is in trained_models/README.md); a residual network is refused by training.adapt.
         print(f"warning: --adapt_steps fine-tunes self-supervised, away from this {model.metadata['method']} "
               f"model's (non-blind) solution; it usually makes such a model worse", file=sys.stderr)
     for source, target, preview in zip(inputs, outputs, previews):
