@@ -85,7 +85,7 @@ def main(argv):
           f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
     if FLAGS.adapt_steps and METHODS[model.metadata["method"]].target:
         # Masked self-supervised steps pull a supervised model toward the blind-spot solution (its
-        # loss is in trained_models/README.md); a residual network is refused by training.adapt.
+        # loss is in docs/benchmarks.md); a residual network is refused by training.adapt.
         print(f"warning: --adapt_steps fine-tunes self-supervised, away from this {model.metadata['method']} "
               f"model's (non-blind) solution; it usually makes such a model worse", file=sys.stderr)
     for source, target, preview in zip(inputs, outputs, previews):
