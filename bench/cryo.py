@@ -1,8 +1,8 @@
 """Cryo-EM denoising on simulated micrographs with a known clean image, against the field.
 
-    python bench/cryo.py --out=results/cryo                 # SNR 0.05, 0.1, 0.3; peers included
+    python bench/cryo.py --out=runs/cryo                 # SNR 0.05, 0.1, 0.3; peers included
     python bench/cryo.py --snrs=sweep --size=512 --particles=10 --steps=300 \
-        --methods=n2n,n2v,n2s,n2sp,lowpass0.05,lowpass0.001,gaussian2 --out=results/snr_sweep
+        --methods=n2n,n2v,n2s,n2sp,lowpass0.05,lowpass0.001,gaussian2 --out=runs/snr_sweep
 
 For each SNR one micrograph of randomly oriented copies of the PDB model is simulated
 (CTF-modulated, white noise; with an independent second noise draw for N2N, like the
@@ -34,7 +34,7 @@ from n2s_tf.cli.common import parse_network_args, run_main  # noqa: E402
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 TRAINED = ("n2n", "n2v", "n2s", "n2sp")
-SHIPPED = {"cryoem": "cryoem", "cryoem_adapt": "cryoem", "general": "general"}  # method -> trained_models/
+SHIPPED = {"cryoem": "cryoem", "cryoem_adapt": "cryoem", "general": "general"}  # method -> shipped model name
 PEERS = ("topaz", "careamics_n2v")
 # Bench name -> (n2s_tf.baselines name, parameters).
 BASELINES = {
@@ -50,7 +50,7 @@ FLAGS = flags.FLAGS
 if "pdb" in FLAGS:
     delattr(FLAGS, "pdb")
 flags.DEFINE_string("pdb", os.path.join(ROOT, "..", "shared", "data", "6z6u.pdb"), "atomic model (PDB or mmCIF)")
-flags.DEFINE_string("out", "results/cryo", "folder for the tables and plots")
+flags.DEFINE_string("out", "runs/cryo", "folder for the tables and plots")
 flags.DEFINE_string("snrs", "0.05,0.1,0.3", "comma-separated SNRs, or 'sweep' (10 log-spaced from 0.01 to 0.5)")
 flags.DEFINE_string("methods", "gaussian2,topaz,careamics_n2v,cryoem,cryoem_adapt,n2sp", "comma-separated methods")
 flags.DEFINE_integer("steps", 1000, "training steps of every method trained from scratch (n2s_tf and CAREamics)")
@@ -104,7 +104,7 @@ def shipped_denoiser(method):
     """A shipped model, as it is or fine-tuned on each micrograph before denoising it."""
     from n2s_tf import api, evaluate
 
-    model = api.load_model(str(api.TRAINED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
+    model = api.load_model(str(api.SHIPPED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
     adapt = FLAGS.adapt_steps if method == "cryoem_adapt" else 0
     return evaluate.model_denoiser(model, name=method, tta=FLAGS.tta, calibrate=FLAGS.calibrate,
                                    adapt_steps=adapt, adapt_method=FLAGS.adapt_method)

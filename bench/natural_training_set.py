@@ -28,6 +28,7 @@ sys.path.insert(0, ROOT)
 
 from n2s_tf.cli.common import run_main  # noqa: E402
 
+# The card in trained_models/README.md lists which images each model version saw.
 SKIMAGE = ("grass", "page", "text", "clock", "cell", "hubble_deep_field", "immunohistochemistry",
            "retina", "shepp_logan_phantom", "horse", "microaneurysms")
 MATPLOTLIB = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")

@@ -1,6 +1,6 @@
 """Natural-image denoising quality against the field, on the same images in one run.
 
-    python bench/quality.py --steps=2000 --out=results/quality
+    python bench/quality.py --steps=2000 --out=runs/quality
     python bench/quality.py --images=textures --sigma=50 --methods=nlm,bm3d,general   # texture row
 
 Eight grayscale images that ship with scikit-image (central 256x256 crops) get Gaussian
@@ -53,7 +53,7 @@ flags.DEFINE_string("network", "unet", "n2s_tf network")
 flags.DEFINE_string("mixed_precision", "float32", "n2s_tf training precision: float32 or bfloat16")
 flags.DEFINE_float("mask_fraction", 0.005, "n2s_tf: fraction of pixels masked per patch")
 flags.DEFINE_string("general_model", None, "general, general_adapt: exported model or training directory "
-                                           "(default: the shipped trained_models/general)")
+                                           "(default: the shipped general model)")
 flags.DEFINE_integer("adapt_steps", 200, "general_adapt: self-supervised fine-tuning steps on each image")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
 flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
@@ -61,7 +61,7 @@ flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
 flags.DEFINE_string("images", "default", "comma-separated scikit-image names, or 'default' (the eight) or "
                     "'textures' (brick, gravel)")
 flags.DEFINE_float("sigma", 25.0, "Gaussian noise std on the 0-255 scale")
-flags.DEFINE_string("out", "results/quality", "folder for tables, panels and the training runs")
+flags.DEFINE_string("out", "runs/quality", "folder for tables, panels and the training runs")
 FLAGS = flags.FLAGS
 
 
@@ -141,7 +141,7 @@ def shipped_denoiser(method):
     """The general model, as it is or fine-tuned on each image before denoising it."""
     from n2s_tf import api, evaluate
 
-    model = api.load_model(FLAGS.general_model or str(api.TRAINED_MODELS / "general"))
+    model = api.load_model(FLAGS.general_model or str(api.SHIPPED_MODELS / "general"))
     adapt = FLAGS.adapt_steps if method == "general_adapt" else 0
     return evaluate.model_denoiser(model, name=f"n2s_tf {method}", tta=FLAGS.tta, calibrate=FLAGS.calibrate,
                                    adapt_steps=adapt)

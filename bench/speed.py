@@ -1,6 +1,6 @@
 """Training and inference speed, and inference memory, against the field, in one run.
 
-    python bench/speed.py --out=results/speed
+    python bench/speed.py --out=runs/speed
 
 1. Training throughput: pixels per second through one optimizer step of each n2s_tf
    network (batch 16, 64x64 patches; N2V, which runs the network once, and N2S, which
@@ -38,7 +38,7 @@ flags.DEFINE_integer("warmup_steps", 5, "untimed training steps (tracing, caches
 flags.DEFINE_integer("timed_steps", 30, "timed training steps")
 flags.DEFINE_string("peers", "careamics_n2v,topaz", "peers to measure (empty: none)")
 flags.DEFINE_integer("careamics_tile", 256, "CAREamics tile side for the one-tile-at-a-time prediction")
-flags.DEFINE_string("out", "results/speed", "folder for speed.json")
+flags.DEFINE_string("out", "runs/speed", "folder for speed.json")
 FLAGS = flags.FLAGS
 BATCH, PATCH = 16, 64
 

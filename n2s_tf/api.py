@@ -2,7 +2,7 @@
 
     import n2s_tf
     result = n2s_tf.train(model="n2sp", steps=2000, model_dir="runs/demo")
-    model = n2s_tf.load_model(result["export_dir"])       # or "trained_models/general"
+    model = n2s_tf.load_model(result["export_dir"])       # or n2s_tf.load_model() for the shipped one
     denoised = n2s_tf.denoise(noisy, model, tta=True)      # numpy in, numpy out
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 from n2s_tf.config import TrainConfig
 from n2s_tf.errors import ConfigError
 
-TRAINED_MODELS = Path(__file__).resolve().parent.parent / "trained_models"
+# The shipped models are package data: the same path in a checkout and in an installed wheel.
+SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 # The shipped model test_single.py uses when --model is not given, by input kind.
 DEFAULT_MODELS = {"general": "general", "cryo": "cryoem"}
 CRYO_EXTENSIONS = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
@@ -33,10 +34,10 @@ def default_model_path(input_path: Optional[str] = None) -> str:
     """The shipped model for an input file: the cryo-EM model for MRC files if shipped."""
     cryo = input_path is not None and input_path.lower().endswith(CRYO_EXTENSIONS)
     for kind in (("cryo", "general") if cryo else ("general",)):
-        path = TRAINED_MODELS / DEFAULT_MODELS[kind]
+        path = SHIPPED_MODELS / DEFAULT_MODELS[kind]
         if path.exists():
             return str(path)
-    raise FileNotFoundError(f"no shipped model in {TRAINED_MODELS}; pass --model")
+    raise FileNotFoundError(f"no shipped model in {SHIPPED_MODELS}; pass --model")
 
 
 def load_model(path: Optional[str] = None, precision: str = "float32"):

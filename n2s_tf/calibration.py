@@ -93,9 +93,8 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     # Its error is p_yy / sqrt(n), n the independent coefficients in the smoothed ring sum (|Y|^2
     # is exponential). Clipping the estimate at 0 left those rings with the part of the network's
     # output orthogonal to the input, uncorrelated with the signal there; the mean of the
-    # truncated normal keeps a weight on the input as large as the error allows (seed-7
-    # micrographs, against clipping: mean FRC +0.005 / +0.008 / +0.005 at SNR 0.05 / 0.1 / 0.3 for
-    # -0.016 / -0.005 / -0.003 dB; clipping had given +0.004-0.006 over the plain estimate).
+    # truncated normal keeps a weight on the input as large as the error allows (measured in
+    # docs/benchmarks.md, calibration fixes).
     coefficients = np.bincount(ring.ravel()).astype(np.float64)
     independent = _smooth(coefficients, smooth) ** 2 / _smooth(coefficients, smooth, power=2)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -104,8 +103,7 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     # where F is nearly proportional to Y in a ring the plain system is singular.
     # Each diagonal term is scaled by itself (the weights do not depend on the scale of F or
     # Y): a ridge from the mean power, which the noise dominates near Nyquist, pulled a toward 1
-    # there and mixed in the network's uncorrelated high frequencies (seed-7 micrographs: mean
-    # FRC +0.008 / +0.013 / +0.007 at SNR 0.05 / 0.1 / 0.3 for -0.03 / 0.00 / +0.01 dB).
+    # there and mixed in the network's uncorrelated high frequencies (docs/benchmarks.md).
     m_ff, m_yy = p_ff * (1 + RIDGE), p_yy * (1 + RIDGE)
     s_f, det = s_f + RIDGE * p_ff, m_ff * m_yy - p_yf**2
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -162,8 +162,8 @@ class LoadedModel:
 
     precision="float32" runs the SavedModel's own graph (exactly what TF Serving runs);
     "bfloat16" rebuilds the network from its assets with bfloat16 compute and float32
-    weights and output (about 1.6x faster on CPUs with native bfloat16, agreeing with float32
-    to about 1e-2 of the image's std); "auto" picks bfloat16 where `native_bfloat16()`.
+    weights and output (faster on CPUs with native bfloat16 and close to float32; figures in
+    docs/benchmarks.md); "auto" picks bfloat16 where `native_bfloat16()`.
     """
 
     def __init__(self, path: str, precision: str = "float32"):

@@ -14,7 +14,7 @@ TINY = {
     "resunet": {"base_filters": 4},
     "unet": {"base_filters": 4},
     "unet_n2v2": {"base_filters": 4, "n2v2": True},
-    "unet_residual": {"base_filters": 4, "residual": True, "batch_norm": False},  # general/5's layout
+    "unet_residual": {"base_filters": 4, "residual": True, "batch_norm": False},  # the shipped general model's layout
     "encoder_decoder": {"base_filters": 4, "blocks": 3, "kernel_sizes": [5, 3, 3]},
 }
 

@@ -30,7 +30,7 @@ flags.DEFINE_string("input_b", None, "Noise2Noise: the other halves (odd sums) o
 flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
                                     "(default: <input name>_denoised<ext> in the current folder)")
 flags.DEFINE_string("model", None, "exported model or training directory (default: the shipped model "
-                                   "for the input's kind in trained_models/)")
+                                   "for the input's kind: cryoem for MRC files, else general)")
 flags.DEFINE_integer("tile", None, "tile size in pixels (default: chosen from --max_memory)")
 flags.DEFINE_float("max_memory", 2.0, "memory budget for one tile's activations, in GB")
 flags.DEFINE_integer("adapt_steps", 0, "first fine-tune the model on each input for N self-supervised steps "
@@ -84,8 +84,8 @@ def main(argv):
     print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
           f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
     if FLAGS.adapt_steps and METHODS[model.metadata["method"]].target:
-        # Measured on bench/quality.py after 200 N2S steps: general/3 (n2t) lost 3.1 dB, general/2 2.9 dB;
-        # a residual network (the shipped general model) is refused by adapt.adapt.
+        # Masked self-supervised steps pull a supervised model toward the blind-spot solution (its
+        # loss is in docs/benchmarks.md); a residual network is refused by adapt.adapt.
         print(f"warning: --adapt_steps fine-tunes self-supervised, away from this {model.metadata['method']} "
               f"model's (non-blind) solution; it usually makes such a model worse", file=sys.stderr)
     for source, target, preview in zip(inputs, outputs, previews):

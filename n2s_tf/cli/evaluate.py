@@ -1,7 +1,7 @@
 """`python -m n2s_tf.cli.evaluate`: score models and baselines on noisy/clean pairs.
 
     python -m n2s_tf.cli.evaluate --noisy=test/noisy/ --clean=test/clean/ \\
-        --models=runs/a,runs/b --baselines=gaussian,fourier_lowpass:cutoff=0.05 --out=results/
+        --models=runs/a,runs/b --baselines=gaussian,fourier_lowpass:cutoff=0.05 --out=runs/eval/
 
 Files are paired by name. Prints the per-method means and writes, in --out,
 metrics.csv and metrics.json (one row per image and method, the JSON with FRC curves),
@@ -23,7 +23,7 @@ flags.DEFINE_string("clean", None, "folder of clean references with the same fil
 flags.DEFINE_string("models", "", "comma-separated exported models or training directories")
 flags.DEFINE_string("baselines", "", "comma-separated baselines, each name[:param=value[:...]], "
                                      "e.g. gaussian:sigma=2,fourier_lowpass:cutoff=0.05")
-flags.DEFINE_string("out", "results", "folder for metrics.csv, metrics.json, frc.png, panels.png")
+flags.DEFINE_string("out", "runs/evaluate", "folder for metrics.csv, metrics.json, frc.png, panels.png")
 flags.DEFINE_float("pixel_size", None, "Angstrom per pixel for resolutions (default: the MRC header's, "
                                        "else resolutions are in pixels)")
 flags.DEFINE_boolean("tta", False, "models: 8-fold test-time augmentation")

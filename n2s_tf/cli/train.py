@@ -46,7 +46,7 @@ def _define_flags():
     flags.DEFINE_string("model_dir", d.model_dir, "where checkpoints, logs and the export go")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "checkpoint (and validate) every K steps")
     flags.DEFINE_string("init", None, "start from the weights of an exported model (e.g. "
-                                      "trained_models/general) with the same --network and --network_args, "
+                                      "n2s_tf/models/cryoem) with the same --network and --network_args, "
                                       "or those with larger base_filters: the model is widened first")
     flags.DEFINE_boolean("resume", d.resume, "continue the run in --model_dir from its last checkpoint")
     flags.DEFINE_integer("seed", d.seed, "makes a run repeatable")
