@@ -1,7 +1,7 @@
 """Cryo-ET denoising on simulated tomograms with a known noiseless reconstruction.
 
-    python bench/tomo.py                                   # 256x256x64 at 8 A, two doses; ~1 h on 2 cores
-    python bench/tomo.py --size=128,128,48 --doses=60 --steps=200 --methods=gaussian,n2n   # minutes
+    python bench/tomo.py                 # 160x256x256 at 8 A, two doses, all methods: hours on 2 cores
+    python bench/tomo.py --size=48,128,128 --doses=60 --steps=200 --methods=gaussian,n2n   # minutes
 
 For each total dose one tomogram of two particle kinds in ice is simulated
 (n2s_tf.synthetic_tomogram: dose-symmetric tilt series +-60 degrees, per-tilt CTF, Poisson
@@ -11,7 +11,10 @@ noiseless reconstruction with the same missing wedge (PSNR, CC, FSC mean = FSC-A
 - n2n: n2s_tf Noise2Noise trained --steps on the even/odd halves, both halves denoised and
   averaged (the cryoCARE route);
 - topaz3d: Topaz-Denoise's pretrained 3D model (unet-3d) on the full-dose tomogram, run in the
-  peers venv by bench/peers.py.
+  peers venv by bench/peers.py;
+- cryocare: cryoCARE 0.3.0 trained on the halves with its recommended network (72^3 patches, depth 3,
+  16 first filters, lr 4e-4) and the same budget in training voxels as n2n (or --cryocare_steps),
+  run in its own venv (bench/peers.py). cryoCARE needs every axis longer than twice its patch.
 Writes metrics.csv / metrics.json and slices.png (XY and XZ central slices per method) to --out.
 """
 
@@ -31,12 +34,12 @@ from n2s_tf.cli.common import parse_floats, parse_ints, parse_network_args, run_
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 DATA = os.path.join(ROOT, "..", "shared", "data")
-METHODS = ("gaussian", "n2n", "topaz3d")
+METHODS = ("gaussian", "n2n", "topaz3d", "cryocare")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("models", f"{DATA}/6z6u.pdb,{DATA}/3jb9.cif", "comma-separated atomic models (PDB/mmCIF)")
 flags.DEFINE_string("out", "runs/tomo", "folder for the tables and slices")
-flags.DEFINE_string("size", "64,256,256", "tomogram size Z,Y,X in voxels")
+flags.DEFINE_string("size", "160,256,256", "tomogram size Z,Y,X in voxels")
 flags.DEFINE_float("pixel_size", 8.0, "Angstrom per voxel")
 flags.DEFINE_integer("particles", 40, "particles per tomogram (kinds in turn)")
 flags.DEFINE_string("doses", "60,120", "total doses of the tilt series in e/A^2")
@@ -49,6 +52,10 @@ flags.DEFINE_integer("batch_size", 4, "n2n: batch size")
 flags.DEFINE_string("network", "unet", "n2n: network")
 flags.DEFINE_string("network_args", "depth=2,base_filters=16", "n2n: network options")
 flags.DEFINE_string("mixed_precision", "bfloat16", "n2n: training precision")
+flags.DEFINE_integer("cryocare_patch", 72, "cryocare: patch side (its recommendation)")
+flags.DEFINE_integer("cryocare_epochs", 5, "cryocare: epochs")
+flags.DEFINE_integer("cryocare_steps", None, "cryocare: steps per epoch, batch 16 (default: n2n's budget in "
+                                             "training voxels)")
 flags.DEFINE_integer("seed", 0, "simulation and training seed")
 
 
@@ -92,6 +99,25 @@ def topaz3d(volume, work):
     return np.load(out), result["load_seconds"] + result["predict_seconds"]
 
 
+def cryocare(tomogram, work):
+    """cryoCARE trained and run on the halves by its own programs; (output, seconds)."""
+    import peers
+
+    paths = {half: os.path.join(work, f"{half}.npy") for half in ("even", "odd")}
+    for half, path in paths.items():
+        np.save(path, tomogram[half])
+    batch, patch = 16, FLAGS.cryocare_patch
+    steps = FLAGS.cryocare_steps
+    if steps is None:  # the n2n run's voxels seen in training, spread over the epochs
+        n2n_voxels = FLAGS.steps * FLAGS.batch_size * np.prod(parse_ints(FLAGS.patch_size, "patch_size"))
+        steps = max(1, int(round(n2n_voxels / (FLAGS.cryocare_epochs * batch * patch**3))))
+    out = os.path.join(work, "cryocare_out.npy")
+    result = peers.run_peer("cryocare_n2n", venv="cryocare", even=paths["even"], odd=paths["odd"], output=out,
+                            result=os.path.join(work, "cryocare.json"), voxel=FLAGS.pixel_size, patch=patch,
+                            epochs=FLAGS.cryocare_epochs, steps_per_epoch=steps, batch_size=batch)
+    return np.load(out), result["extract_seconds"] + result["train_seconds"] + result["predict_seconds"]
+
+
 def central_slices(volume):
     """The XY slice at the middle depth above the XZ slice at the middle row: one 2D image."""
     depth, height, _ = volume.shape
@@ -124,6 +150,8 @@ def main(argv):
                     continue
                 if method == "n2n":
                     output, seconds["n2n_denoise"] = train_n2n(tomogram, folder)
+                elif method == "cryocare":
+                    output, _ = cryocare(tomogram, folder)
                 else:
                     output, _ = topaz3d(tomogram["noisy"], folder)
                 seconds[method] = time.time() - tick
