@@ -95,7 +95,8 @@ def topaz3d(volume, work):
 
     source, out = os.path.join(work, "topaz_in.npy"), os.path.join(work, "topaz_out.npy")
     np.save(source, volume)
-    result = peers.run_peer("topaz_denoise3d", inputs=source, outputs=out, result=os.path.join(work, "topaz.json"))
+    result = peers.run_peer("topaz_denoise", dims=3, inputs=source, outputs=out,
+                            result=os.path.join(work, "topaz.json"))
     return np.load(out), result["load_seconds"] + result["predict_seconds"]
 
 
