@@ -19,6 +19,14 @@ class ImageFileError(UserError):
     """A file that cannot be read or written; the message is one line naming the file."""
 
 
+class ModelFileError(UserError):
+    """An exported model that is missing or cannot be loaded; one line naming its folder."""
+
+
+class ModelNotFoundError(ModelFileError, FileNotFoundError):
+    """No exported model where one was named (still a FileNotFoundError for older callers)."""
+
+
 class RepairedPixelsWarning(UserWarning):
     """Non-finite pixels (NaN, Inf) of an image were replaced before denoising; one line
     saying how many. The command-line programs print it as `warning: ...`."""
