@@ -215,15 +215,15 @@ def denoise_array(predict_fn, image, stride, receptive_field, calibrate=False, *
     standardized in place) and the float32 output; the input itself is only read.
     """
     from n2s_tf import calibration
-    from n2s_tf.data import repair_nonfinite, slabs, standardize
+    from n2s_tf.data import repair_nonfinite, standardize
+    from n2s_tf.io import slabs
 
     image = np.asarray(image)
     _spatial_ndim(image)
     spatial = tuple(image.shape[:-1])
     padded = np.empty(padded_shape(spatial, stride) + image.shape[-1:], np.float32)
     region = crop(padded, spatial)
-    for rows in slabs(image):
-        region[rows] = image[rows]
+    region[...] = image
     mean, std = standardize(region, out=region)[1]
     repaired = repair_nonfinite(region)
     if repaired:
