@@ -140,6 +140,14 @@ def test_api_repairs_nan_and_mrc_keeps_finite_statistics(tiny_model, tmp_path):
         assert all(np.isfinite(float(header[f])) for f in ("dmin", "dmax", "dmean", "rms"))
 
 
+def test_adaptation_on_an_image_with_nan_stays_finite(tiny_model):
+    image = ramp_image((48, 48, 1))[..., 0]
+    image[10:12, 30] = np.nan
+    with pytest.warns(RepairedPixelsWarning, match="replaced 2 "):
+        adapted = n2s_tf.denoise(image, tiny_model, adapt_steps=2)
+    assert np.isfinite(adapted).all()
+
+
 def test_cli_prints_the_repair_as_one_warning_line(tiny_export, tmp_path):
     image = ramp_image((40, 40, 1))[..., 0]
     image[3, 3] = np.nan
