@@ -44,7 +44,7 @@ def main(argv):
             export = api.train(model=method, steps=FLAGS.steps, network=FLAGS.network,
                                batch_size=FLAGS.batch_size, model_dir=model_dir)["export_dir"]
             seconds = time.time() - start
-        model = api.load_model(export)
+        model = api.load_model(export, precision="float32")
         psnr, ssim = [], []
         for noisy, clean in heldout:
             denoised = api.denoise(noisy, model)

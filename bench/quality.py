@@ -141,7 +141,7 @@ def shipped_denoiser(method):
     """The general model, as it is or fine-tuned on each image before denoising it."""
     from n2s_tf import api, evaluate
 
-    model = api.load_model(FLAGS.general_model or str(api.SHIPPED_MODELS / "general"))
+    model = api.load_model(FLAGS.general_model or str(api.SHIPPED_MODELS / "general"), precision="float32")
     adapt = FLAGS.adapt_steps if method == "general_adapt" else 0
     return evaluate.model_denoiser(model, name=f"n2s_tf {method}", tta=FLAGS.tta, calibrate=FLAGS.calibrate,
                                    adapt_steps=adapt)

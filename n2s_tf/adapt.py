@@ -27,6 +27,8 @@ def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200
                          patch_size=(side,) * network.ndim, batch_size=batch_size, lr=lr, seed=seed,
                          mixed_precision=mixed_precision).validate(stride=network.stride)
     inputs = [data_lib.standardize(image)[0] for image in images]
+    for x in inputs:  # NaN/Inf pixels: repaired as inference.denoise_array repairs them, not trained on
+        data_lib.repair_nonfinite(x)
     model = Denoiser(network, config)
     model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)  # not Keras' 'auto' (XLA)
     dataset = data_lib.patch_dataset(inputs, patch_size=config.patch_size, batch_size=batch_size, seed=seed)

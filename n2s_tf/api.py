@@ -4,8 +4,13 @@
     result = n2s_tf.train(model="n2sp", steps=2000, model_dir="runs/demo")
     model = n2s_tf.load_model(result["export_dir"])       # or n2s_tf.load_model() for the shipped one
     denoised = n2s_tf.denoise(noisy, model, tta=True)      # numpy in, numpy out
+
+Argument mistakes raise ConfigError (a ValueError) naming the argument; a missing or damaged
+model folder ModelFileError, both one line (n2s_tf.errors).
 """
 
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Optional
@@ -13,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from n2s_tf.config import TrainConfig
-from n2s_tf.errors import ConfigError
+from n2s_tf.errors import ConfigError, ModelNotFoundError
 
 # The shipped models are package data: the same path in a checkout and in an installed wheel.
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
@@ -37,15 +42,31 @@ def default_model_path(input_path: Optional[str] = None) -> str:
         path = SHIPPED_MODELS / DEFAULT_MODELS[kind]
         if path.exists():
             return str(path)
-    raise FileNotFoundError(f"no shipped model in {SHIPPED_MODELS}; pass --model")
+    raise ModelNotFoundError(f"no shipped model in {SHIPPED_MODELS}; pass --model")
 
 
-def load_model(path: Optional[str] = None, precision: str = "float32"):
-    """An exported model (version dir, model dir or training dir); default: the shipped one.
-    precision: "float32", "bfloat16" or "auto" (see export.LoadedModel)."""
+def load_model(path=None, precision: str = "auto"):
+    """An exported model (version dir, model dir or training dir), as test_single.py loads it.
+
+    path None: the shipped model for `default_model_path()` (the general one; the command line
+    passes the input file, so MRC files get the cryo-EM model). precision "auto" (the command
+    line's default too): bfloat16 on CPUs with native bfloat16, else float32, the SavedModel's
+    own graph; "float32" or "bfloat16" to choose (see export.LoadedModel).
+    """
     from n2s_tf.export import LoadedModel
 
-    return LoadedModel(path or default_model_path(), precision=precision)
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"model must be the path of an exported model, got {type(path).__name__} {path!r}")
+    return LoadedModel(os.fspath(path) if path is not None else default_model_path(), precision=precision)
+
+
+def _check_tiling(tile, max_memory) -> None:
+    """tile: a positive whole number of pixels; max_memory: a positive, finite number of bytes."""
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1):
+        raise ConfigError(f"tile must be a positive whole number of pixels, got {tile!r}")
+    if max_memory is not None and (isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Real)
+                                   or not math.isfinite(max_memory) or max_memory <= 0):
+        raise ConfigError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
 
 
 def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_memory: Optional[float] = None,
@@ -55,21 +76,36 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
 
     The image is standardized by its own mean and std, predicted in tiles with enough
     context that no seam shows, and restored to its mean and std; no clipping.
+    model: a path (see `load_model`), a loaded model, or None for the shipped general model.
+    tile: core tile side in pixels; else max_memory (bytes) bounds one tile's activations
+    (the window with its context, at the model's bytes_per_pixel); else 1024 (2D) or 128 (3D).
+    Besides the tiles, denoising holds one float32 copy of the image and the float32 output.
+    NaN and Inf pixels are replaced by the median of their finite neighbours, with a
+    RepairedPixelsWarning saying how many (see inference.denoise_array).
     `adapt_steps` > 0 first fine-tunes a copy of the model on this image, self-supervised.
     `calibrate` mixes the prediction with the image per Fourier ring, weights from the image
     itself (`n2s_tf.calibration`; white noise only; twice the prediction time).
     """
+    from n2s_tf.export import LoadedModel
     from n2s_tf.inference import denoise_array
 
+    _check_tiling(tile, max_memory)
     if model is None or isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    image = np.asarray(image, dtype=np.float32)
+    elif not isinstance(model, LoadedModel):
+        raise ConfigError(f"model must be a path or a model from n2s_tf.load_model, got {type(model).__name__}")
+    image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise ConfigError(f"image must hold real numbers, got dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
     squeeze = image.ndim == model.ndim
     if squeeze:
         image = image[..., None]
     if image.ndim != model.ndim + 1 or image.shape[-1] != model.channels:
         raise ConfigError(f"the model takes {model.ndim}D images with {model.channels} channel(s); "
                          f"got an array of shape {image.shape}")
+    if not all(image.shape):
+        raise ConfigError(f"image is empty: shape {image.shape}")
     predict = model.predict_standardized
     if adapt_steps:
         from n2s_tf.adapt import adapt

@@ -7,11 +7,13 @@ uninterrupted run would have seen, and workers of a multi-machine run see differ
 ones.
 """
 
+import warnings
 from typing import Sequence
 
 import numpy as np
 
-from n2s_tf.errors import ConfigError
+from n2s_tf.errors import ConfigError, UserError
+from n2s_tf.io import slabs
 
 DEMO_SIGMA = 25.0  # Gaussian noise on the 0-255 scale, as the Noise2Same BSD68 benchmark
 DEMO_SEED = 1234
@@ -22,19 +24,86 @@ DEMO_TRAIN = ("brick", "grass", "gravel", "moon", "page", "text", "clock", "cell
 DEMO_HELDOUT = ("camera", "coins", "astronaut")
 
 
-def standardize(image: np.ndarray, stats=None):
-    """(image - mean) / std per channel; returns (standardized, (mean, std)).
+# Non-finite pixels take the median of the finite ones in this window (per spatial axis);
+# holes wider than the window fill from their rim inwards for this many rounds.
+REPAIR_WINDOW = 5
+REPAIR_ROUNDS = 4
 
-    `stats` reuses another image's statistics (a target is put in its input's units).
+
+def channel_stats(image: np.ndarray):
+    """Per-channel (mean, std), float64, of the finite pixels of a channels-last image.
+
+    Accumulated slab by slab in float64, two passes (mean, then squared deviations), so any
+    size fits in memory; NaN and Inf pixels are left out; a std of 0 becomes 1. Raises
+    UserError when a channel has no finite pixel.
     """
-    axes = tuple(range(image.ndim - 1))
-    if stats is None:
-        mean = image.mean(axis=axes, dtype=np.float64)
-        std = image.std(axis=axes, dtype=np.float64)
-        std = np.where(std > 0, std, 1.0)
-        stats = (mean, std)
-    mean, std = stats
-    return ((image - mean) / std).astype(np.float32), stats
+    channels = image.shape[-1]
+    count, total = np.zeros(channels), np.zeros(channels)
+    for rows in slabs(image):
+        x = np.asarray(image[rows], np.float64).reshape(-1, channels)
+        finite = np.isfinite(x)
+        count += finite.sum(axis=0)
+        total += np.where(finite, x, 0.0).sum(axis=0)
+    if not count.all():
+        where = "the image" if channels == 1 else f"channel {int(np.argmin(count))} of the image"
+        raise UserError(f"{where} has no finite pixel (all {image.size // channels} are NaN or Inf)")
+    mean = total / count
+    squares = np.zeros(channels)
+    for rows in slabs(image):
+        x = np.asarray(image[rows], np.float64).reshape(-1, channels) - mean
+        squares += np.where(np.isfinite(x), x * x, 0.0).sum(axis=0)
+    std = np.sqrt(squares / count)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def standardize(image: np.ndarray, stats=None, out=None):
+    """(image - mean) / std per channel, as float32; returns (standardized, (mean, std)).
+
+    The statistics are `channel_stats` (finite pixels only) unless `stats` reuses another
+    image's (a target is put in its input's units). `out` is a float32 array of the image's
+    shape to write into (may be `image` itself); computed slab by slab in float64.
+    """
+    mean, std = stats = channel_stats(image) if stats is None else stats
+    out = np.empty(image.shape, np.float32) if out is None else out
+    for rows in slabs(image):
+        out[rows] = (np.asarray(image[rows], np.float64) - mean) / std
+    return out, stats
+
+
+def repair_nonfinite(image: np.ndarray, fallback=0.0) -> int:
+    """Replace each NaN or Inf of a channels-last float array in place; returns how many.
+
+    A bad pixel takes the median of the finite pixels of its channel in the REPAIR_WINDOW box
+    around it. Pixels with no finite neighbour (inside a hole) wait for the next round, so
+    holes fill from the rim inwards; after REPAIR_ROUNDS rounds what is left takes `fallback`
+    (for a standardized image, 0: the channel's mean). Memory grows with the number of bad
+    pixels, not with the image.
+    """
+    bad = [np.argwhere(~np.isfinite(image[rows])) + ([rows.start] + [0] * (image.ndim - 1))
+           for rows in slabs(image)]
+    bad = np.concatenate(bad) if bad else np.zeros((0, image.ndim), np.intp)
+    repaired = len(bad)
+    spatial = np.array(image.shape[:-1])
+    radius = REPAIR_WINDOW // 2
+    offsets = np.stack(np.meshgrid(*[np.arange(-radius, radius + 1)] * len(spatial), indexing="ij"), axis=-1)
+    offsets = offsets.reshape(-1, len(spatial))
+    batch = max(1, 2**22 // len(offsets))  # bounds the (pixels, neighbours) temporaries
+    for _ in range(REPAIR_ROUNDS):
+        if not len(bad):
+            break
+        values = np.empty(len(bad), np.float64)
+        for start in range(0, len(bad), batch):
+            pixels = bad[start:start + batch]
+            where = np.clip(pixels[:, None, :-1] + offsets, 0, spatial - 1)
+            neighbours = image[(*np.moveaxis(where, -1, 0), pixels[:, None, -1])].astype(np.float64)
+            neighbours[~np.isfinite(neighbours)] = np.nan
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": a hole, next round
+                values[start:start + batch] = np.nanmedian(neighbours, axis=1)
+        image[tuple(bad.T)] = values  # all of a round's medians from the image before the round
+        bad = bad[~np.isfinite(values)]
+    image[tuple(bad.T)] = fallback
+    return repaired
 
 
 def skimage_gray(name: str) -> np.ndarray:

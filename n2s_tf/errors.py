@@ -1,4 +1,5 @@
-"""User errors: the mistakes a caller can fix, raised by every layer of the package.
+"""User errors: the mistakes a caller can fix, raised by every layer of the package,
+and the one warning about the caller's data (RepairedPixelsWarning).
 
 The bottom of the package: it imports nothing from n2s_tf. Messages are one line in the
 caller's terms (an argument name such as `patch_size`); the command-line programs print
@@ -16,6 +17,19 @@ class ConfigError(UserError):
 
 class ImageFileError(UserError):
     """A file that cannot be read or written; the message is one line naming the file."""
+
+
+class ModelFileError(UserError):
+    """An exported model that is missing or cannot be loaded; one line naming its folder."""
+
+
+class ModelNotFoundError(ModelFileError, FileNotFoundError):
+    """No exported model where one was named (still a FileNotFoundError for older callers)."""
+
+
+class RepairedPixelsWarning(UserWarning):
+    """Non-finite pixels (NaN, Inf) of an image were replaced before denoising; one line
+    saying how many. The command-line programs print it as `warning: ...`."""
 
 
 def one_line(error: BaseException) -> str:

@@ -14,12 +14,13 @@ fine-tuning) travel in the SavedModel's assets.
 import json
 import os
 import tempfile
+import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from n2s_tf.errors import ConfigError
+from n2s_tf.errors import ConfigError, ModelFileError, ModelNotFoundError, one_line
 
 METADATA_FILE = "n2s_tf.json"
 NETWORK_FILE = "network.keras"
@@ -137,8 +138,46 @@ def resolve_export(path: str) -> str:
                         if v.isdigit() and os.path.exists(os.path.join(candidate, v, "saved_model.pb"))]
             if versions:
                 return os.path.join(candidate, max(versions, key=int))
-    raise FileNotFoundError(f"no exported n2s_tf model in {path!r} (expected saved_model.pb, "
-                            f"<name>/<version>/ or a training directory with export/)")
+    raise ModelNotFoundError(f"no exported n2s_tf model in {path!r} (expected saved_model.pb, "
+                             f"<name>/<version>/ or a training directory with export/)")
+
+
+# What LoadedModel and the command line read from n2s_tf.json: positive integers, and others.
+METADATA_INTEGERS = ("ndim", "channels", "stride", "receptive_field")
+METADATA_OTHERS = ("method", "network", "steps", "bytes_per_pixel")
+
+
+def _damaged(path: str, what: str, error: BaseException = None) -> ModelFileError:
+    """The one-line error for a model folder that cannot be loaded, with the library's reason
+    cut short (TensorFlow's can run to several sentences)."""
+    reason = "" if error is None else one_line(error)
+    reason = f" ({reason[:157]}...)" if len(reason) > 160 else f" ({reason})" if reason else ""
+    return ModelFileError(f"cannot load the model in '{path}': {what}{reason}")
+
+
+def read_metadata(path: str) -> dict:
+    """The training metadata (assets/n2s_tf.json) of a SavedModel directory, checked for
+    what prediction needs; ModelFileError naming the folder when it is missing or damaged."""
+    name = f"assets/{METADATA_FILE}"
+    try:
+        with open(os.path.join(path, "assets", METADATA_FILE), encoding="utf-8") as f:
+            meta = json.load(f)
+    except OSError as error:
+        raise _damaged(path, f"cannot read {name}", error) from error
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise _damaged(path, f"{name} is not valid JSON", error) from error
+    if not isinstance(meta, dict):
+        raise _damaged(path, f"{name} is not a JSON object")
+    missing = [key for key in METADATA_INTEGERS + METADATA_OTHERS if key not in meta]
+    if missing:
+        raise _damaged(path, f"{name} lacks {', '.join(map(repr, missing))}")
+    for key in METADATA_INTEGERS:
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _damaged(path, f"{name}: {key!r} must be a positive integer, got {value!r}")
+    if meta["ndim"] not in (2, 3):
+        raise _damaged(path, f"{name}: 'ndim' must be 2 or 3, got {meta['ndim']}")
+    return meta
 
 
 INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
@@ -170,9 +209,13 @@ class LoadedModel:
         if precision not in INFERENCE_PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         self.path = resolve_export(path)
-        with open(os.path.join(self.path, "assets", METADATA_FILE)) as f:
-            self.metadata = json.load(f)
-        self._module = tf.saved_model.load(self.path)
+        self.metadata = read_metadata(self.path)
+        try:
+            self._module = tf.saved_model.load(self.path)
+        except Exception as error:  # a damaged file fails as OSError, ValueError, IndexError, tf's OpError...
+            raise _damaged(self.path, "saved_model.pb or variables/ is damaged or incomplete", error) from error
+        if not hasattr(self._module, "predict_standardized"):
+            raise _damaged(self.path, "not an n2s_tf export (no predict_standardized signature)")
         self.stride = int(self.metadata["stride"])
         self.receptive_field = int(self.metadata["receptive_field"])
         self.ndim = int(self.metadata["ndim"])
@@ -201,5 +244,13 @@ class LoadedModel:
         rebuilt under the mixed_bfloat16 policy: bfloat16 compute, float32 weights and output."""
         import n2s_tf.networks  # noqa: F401  registers the network classes
 
-        trained = keras.saving.load_model(os.path.join(self.path, "assets", NETWORK_FILE), compile=False)
+        name, file = f"assets/{NETWORK_FILE}", os.path.join(self.path, "assets", NETWORK_FILE)
+        if not os.path.isfile(file):
+            raise _damaged(self.path, f"{name} is missing")
+        if not zipfile.is_zipfile(file):
+            raise _damaged(self.path, f"{name} is not a Keras archive (a zip file)")
+        try:
+            trained = keras.saving.load_model(file, compile=False)
+        except Exception as error:  # missing, not a zip, truncated, not a Keras model...
+            raise _damaged(self.path, f"{name} cannot be loaded", error) from error
         return with_policy(trained, "float32" if precision == "float32" else f"mixed_{precision}")

@@ -12,10 +12,13 @@ with test-time augmentation on non-square windows).
 import math
 import sys
 import time
+import warnings
 from itertools import product
 
 import keras
 import numpy as np
+
+from n2s_tf.errors import RepairedPixelsWarning
 
 DEFAULT_TILE = {2: 1024, 3: 128}
 # Activations summed over all layers undercount the peak of a forward pass a little
@@ -31,21 +34,38 @@ def _spatial_ndim(image):
     return image.ndim - 1
 
 
+def padded_shape(spatial_shape, stride) -> tuple:
+    """Each spatial size rounded up to a multiple of stride."""
+    return tuple(_round_up(n, stride) for n in spatial_shape)
+
+
 def pad_to_multiple(image, stride):
     """Pad the high end of each spatial axis of `image` up to a multiple of `stride`.
 
     Reflect padding (as the reference does) where the axis is longer than the pad;
-    an axis that is too short for reflection is edge-padded instead.
-    Returns (padded, original spatial shape).
+    an axis that is too short for reflection is edge-padded instead. An image that needs
+    no padding is returned as it is. Returns (padded, original spatial shape).
     """
-    spatial = image.shape[:-1]
-    for axis, size in enumerate(spatial):
-        pad = -size % stride
+    spatial = tuple(image.shape[:-1])
+    shape = padded_shape(spatial, stride)
+    if shape == spatial:
+        return image, spatial
+    padded = np.empty(shape + image.shape[-1:], image.dtype)
+    crop(padded, spatial)[...] = image
+    fill_padding(padded, spatial)
+    return padded, spatial
+
+
+def fill_padding(padded, spatial_shape) -> None:
+    """Fill `padded` beyond the low corner of `spatial_shape`, in place, from that corner as
+    pad_to_multiple pads (reflect, or repeat the edge on an axis too short to reflect)."""
+    for axis, size in enumerate(spatial_shape):
+        pad = padded.shape[axis] - size
         if pad:
-            widths = [(0, 0)] * image.ndim
-            widths[axis] = (0, pad)
-            image = np.pad(image, widths, mode="reflect" if pad < size else "edge")
-    return image, tuple(spatial)
+            source = np.arange(size - 2, size - 2 - pad, -1) if pad < size else np.full(pad, size - 1)
+            target = [slice(None)] * padded.ndim
+            target[axis] = slice(size, size + pad)
+            padded[tuple(target)] = np.take(padded, source, axis=axis)
 
 
 def crop(image, spatial_shape):
@@ -135,7 +155,7 @@ class _Progress:
 
 
 def predict_tiled(predict_fn, image, stride, receptive_field, tile=None, max_memory=None,
-                  bytes_per_pixel=None, tta=False, progress=False):
+                  bytes_per_pixel=None, tta=False, progress=False, image_shape=None):
     """Predict a standardized (H, W, C) image or (D, H, W, C) volume tile by tile.
 
     predict_fn maps a float32 batch (1, *spatial, C), spatial sizes multiples of stride,
@@ -145,25 +165,33 @@ def predict_tiled(predict_fn, image, stride, receptive_field, tile=None, max_mem
     (as in 'same'-padded U-Nets; the rounding leaves slack for off-centre by a few pixels).
     The result then equals predict_whole(predict_fn, image, stride) up to float round-off.
     tta=True averages the 8 rotations/flips of the (H, W) plane, applied per window.
+    image_shape: the spatial shape of the real image when `image` is already padded to the
+    stride (by fill_padding, as denoise_array does); the result has that shape.
     """
     image = np.asarray(image, dtype=np.float32)
     _spatial_ndim(image)
     padded, spatial_shape = pad_to_multiple(image, stride)
+    if image_shape is not None:
+        if padded is not image or padded_shape(image_shape, stride) != spatial_shape:
+            raise ValueError(f"an image of shape {image.shape} is not image_shape {image_shape} padded to {stride}")
+        spatial_shape = tuple(image_shape)
     tile = choose_tile(padded.shape[:-1], stride, receptive_field, tile, max_memory, bytes_per_pixel)
     context = context_size(receptive_field, stride)
     pairs_per_axis, cores, windows = zip(*(_axis_windows(n, tile, context) for n in padded.shape[:-1]))
     predict = _predict_tta if tta else _predict
-    output = np.empty(padded.shape, np.float32)
+    output = np.empty(spatial_shape + padded.shape[-1:], np.float32)  # the padding is never kept
     combos = list(product(*pairs_per_axis))
     meter = _Progress(len(combos)) if progress else None
     for done, pairs in enumerate(combos, 1):
         window = tuple(slice(w, w + n) for (_, w), n in zip(pairs, windows))
-        core_in_window = tuple(slice(s - w, s - w + n) for (s, w), n in zip(pairs, cores))
-        core = tuple(slice(s, s + n) for (s, _), n in zip(pairs, cores))
+        # Each core less its part in the padding (every core starts inside the image).
+        kept = [min(n, size - s) for (s, _), n, size in zip(pairs, cores, spatial_shape)]
+        core_in_window = tuple(slice(s - w, s - w + n) for (s, w), n in zip(pairs, kept))
+        core = tuple(slice(s, s + n) for (s, _), n in zip(pairs, kept))
         output[core] = predict(predict_fn, padded[window][None])[0][core_in_window]
         if meter:
             meter.update(done)
-    return crop(output, spatial_shape)
+    return output
 
 
 def predict_whole(predict_fn, image, stride):
@@ -180,15 +208,37 @@ def denoise_array(predict_fn, image, stride, receptive_field, calibrate=False, *
     `tiling` is passed to predict_tiled (tile, max_memory, bytes_per_pixel, tta, progress).
     calibrate=True mixes prediction and input per Fourier ring (`n2s_tf.calibration`; two
     predictions). The output is float32 with the input's scale; it is not clipped.
+    Non-finite pixels (NaN, Inf) are left out of the mean and std and replaced by the median
+    of their finite neighbours (`data.repair_nonfinite`), with a RepairedPixelsWarning; their
+    output is the denoised repaired value. An image with no finite pixel is a UserError.
+    Memory besides the tiles: one float32 copy of the image (padded to the stride and
+    standardized in place) and the float32 output; the input itself is only read.
     """
     from n2s_tf import calibration
-    from n2s_tf.data import standardize
+    from n2s_tf.data import repair_nonfinite, standardize
+    from n2s_tf.io import slabs
 
+    image = np.asarray(image)
     _spatial_ndim(image)
-    standardized, (mean, std) = standardize(np.asarray(image, dtype=np.float64))
-    predict = lambda x: predict_tiled(predict_fn, x, stride, receptive_field, **tiling)  # noqa: E731
-    prediction = calibration.calibrate(predict, standardized) if calibrate else predict(standardized)
-    return (prediction * std + mean).astype(np.float32)
+    spatial = tuple(image.shape[:-1])
+    padded = np.empty(padded_shape(spatial, stride) + image.shape[-1:], np.float32)
+    region = crop(padded, spatial)
+    region[...] = image
+    mean, std = standardize(region, out=region)[1]
+    repaired = repair_nonfinite(region)
+    if repaired:
+        warnings.warn(f"replaced {repaired} non-finite pixel value(s) (NaN or Inf) of {image.size} by the median "
+                      f"of their finite neighbours", RepairedPixelsWarning, stacklevel=3)
+    fill_padding(padded, spatial)
+    if calibrate:
+        predict = lambda x: predict_tiled(predict_fn, x, stride, receptive_field, **tiling)  # noqa: E731
+        prediction = calibration.calibrate(predict, region)
+    else:
+        prediction = predict_tiled(predict_fn, padded, stride, receptive_field, image_shape=spatial, **tiling)
+    del padded, region
+    for rows in slabs(prediction):
+        prediction[rows] = prediction[rows] * std + mean
+    return prediction
 
 
 def estimate_bytes_per_pixel(model):

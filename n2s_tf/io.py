@@ -38,6 +38,9 @@ VOLUME_EXTENSIONS = (".map", ".rec")
 
 MRC_MODES = (0, 1, 2, 6, 12)  # int8, int16, float32, uint16, float16
 MMAP_THRESHOLD_BYTES = 256 * 2**20
+# Big arrays are converted, written and summarized over slabs of their first axis of about
+# this many bytes in float64, so that no full-size temporary copy is made.
+SLAB_BYTES = 64 * 2**20
 DENOISED_LABEL = "n2s_tf denoised"
 
 
@@ -73,6 +76,14 @@ class Image:
         return 3 if self.kind == "volume" else 2
 
 
+def slabs(array, slab_bytes: int | None = None) -> list:
+    """Slices of the first axis of `array` that cover it in pieces of about `slab_bytes`
+    (default SLAB_BYTES) as float64."""
+    per_row = max(1, math.prod(array.shape[1:]) * 8)
+    step = max(1, (slab_bytes or SLAB_BYTES) // per_row)
+    return [slice(start, min(start + step, len(array))) for start in range(0, len(array), step)]
+
+
 def _extension(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
@@ -88,8 +99,10 @@ def _extension_kind(path: str) -> str | None:
 def read_image(path, mmap: bool | None = None, as_kind: str | None = None) -> Image:
     """Read a PNG, JPEG, TIFF, NPY or MRC file (chosen by extension) as an `Image`.
 
-    mmap: memory-map MRC and NPY files instead of reading them whole; None maps files
-        over 256 MB. Either way the data are converted to float32 exactly once.
+    mmap: memory-map MRC, NPY and uncompressed TIFF files instead of reading them whole;
+        None maps files over 256 MB. Either way the data are converted to float32 exactly
+        once, into a writeable array in memory: the peak while reading is the file's data
+        (mapped pages, which the system can drop) plus one float32 copy.
     as_kind: "volume" or "stack" decides what data with three spatial axes are, over
         the extension (.mrcs/.st/.ali stack, .map/.rec volume) and the MRC space group
         (ispg 0: stack, 1-230: volume); other 3D files default to volume. A 2D image
@@ -113,7 +126,7 @@ def read_image(path, mmap: bool | None = None, as_kind: str | None = None) -> Im
         if ext in MRC_EXTENSIONS:
             return _read_mrc(path, mmap, as_kind)
         if ext in TIFF_EXTENSIONS:
-            return _read_tiff(path, as_kind)
+            return _read_tiff(path, mmap, as_kind)
         if ext == ".npy":
             return _read_npy(path, mmap, as_kind)
         return _read_pil(path, as_kind)
@@ -125,7 +138,10 @@ def read_image(path, mmap: bool | None = None, as_kind: str | None = None) -> Im
 
 def _make_image(path, array, has_channels, as_kind, file_kind=None, mrc=None) -> Image:
     """Give `array` its channel axis and decide its kind (see `read_image`)."""
-    data = np.array(array, dtype=np.float32)  # the single float32 copy
+    if array.dtype.kind not in "biuf":  # complex, strings, objects: no image of real values
+        raise ImageFileError(f"cannot read '{path}': unsupported data type {array.dtype} "
+                             f"(n2s_tf reads real-valued images)")
+    data = np.array(array, dtype=np.float32)  # the single float32 copy, in memory (a map is let go)
     if not has_channels:
         data = data[..., None]
     spatial = data.ndim - 1
@@ -154,11 +170,12 @@ def _read_pil(path, as_kind) -> Image:
     return _make_image(path, array, array.ndim == 3, as_kind)
 
 
-def _read_tiff(path, as_kind) -> Image:
+def _read_tiff(path, mmap, as_kind) -> Image:
     """TIFF: 2D -> image, (Z, Y, X) -> volume (or stack), RGB samples -> channels."""
     with tifffile.TiffFile(path) as tiff:
         series = tiff.series[0]
-        array = series.asarray()
+        contiguous = mmap and series.dataoffset is not None  # uncompressed, in one block
+        array = tifffile.memmap(path, series=0, mode="r") if contiguous else series.asarray()
         has_channels = series.axes.endswith("S")
         if has_channels and tiff.pages[0].photometric == tifffile.PHOTOMETRIC.RGB:
             array = array[..., :3]  # drop alpha, as for PNG
@@ -168,8 +185,6 @@ def _read_tiff(path, as_kind) -> Image:
 def _read_npy(path, mmap, as_kind) -> Image:
     """NPY: (H, W); (H, W, C) when the last axis is <= 4, else (D, H, W); (D, H, W, C)."""
     array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise ImageFileError(f"cannot read '{path}': unsupported array dtype {array.dtype}")
     has_channels = array.ndim == 4 or (array.ndim == 3 and array.shape[-1] <= 4 and as_kind is None)
     return _make_image(path, array, has_channels, as_kind)
 
@@ -283,8 +298,11 @@ def write_image(path, data, like: Image | None = None, keep_extended_header: boo
     origin, nxstart/nystart/nzstart, mapc/mapr/maps, volume space group and labels are
     copied, `label` is appended, and the extended header (with exttyp) only when
     keep_extended_header; dmin/dmax/dmean/rms are recomputed from the data.
-    A channel axis of 1 is dropped for PNG, JPEG, TIFF and MRC; MRC takes one channel only.
-    Refuses to replace an existing file unless overwrite=True. Raises ImageFileError.
+    A channel axis of 1 is dropped for every format: a 2D gray image is stored as (H, W)
+    (an NPY volume keeps (D, H, W, 1), which reads back unambiguously); MRC takes one
+    channel only. float32 data are written without a copy in memory (MRC through a memory
+    map of the file). Refuses to replace an existing file unless overwrite=True. Raises
+    ImageFileError.
     """
     path = os.fspath(path)
     data = np.asarray(data)
@@ -309,19 +327,20 @@ def write_image(path, data, like: Image | None = None, keep_extended_header: boo
         channels = data.shape[-1]
         _check(path, channels in (1, 3), f"TIFF is written with 1 or 3 channels, got {channels} (use .npy)")
         with _atomic_target(path, overwrite) as temporary:
-            values = data.astype(np.float32)
+            values = data.astype(np.float32, copy=False)
             if channels == 1:
                 tifffile.imwrite(temporary, values[..., 0], photometric="minisblack")
             else:
                 tifffile.imwrite(temporary, values, photometric="rgb")
     elif ext == ".npy":
+        values = data.astype(np.float32, copy=False)
         with _atomic_target(path, overwrite) as temporary:
-            np.save(temporary, data.astype(np.float32))
+            np.save(temporary, values[..., 0] if values.ndim == 3 and values.shape[-1] == 1 else values)
     else:
         _check(path, data.shape[-1] == 1, f"MRC holds one channel, got {data.shape[-1]}")
         stack = data.ndim == 4 and (_extension_kind(path) or (like.kind if like else None)) == "stack"
         with _atomic_target(path, overwrite) as temporary:
-            _write_mrc(temporary, data[..., 0].astype(np.float32), stack,
+            _write_mrc(temporary, data[..., 0].astype(np.float32, copy=False), stack,
                        like.mrc if like is not None else None, keep_extended_header, label)
 
 
@@ -331,9 +350,16 @@ def _check(path, condition, reason):
 
 
 def _write_mrc(path, values, stack, facts, keep_extended_header, label):
-    """Write float32 `values` (2D or 3D) as mode 2, with header facts from the input."""
-    with mrcfile.new(path) as mrc:
-        mrc.set_data(values)
+    """Write float32 `values` (2D or 3D) as mode 2, with header facts from the input. The
+    data go slab by slab into a memory map of the new file, and dmin/dmax/dmean/rms are
+    computed the same way (in float64), so a big image needs no second copy in memory."""
+    extended = facts is not None and keep_extended_header and bool(facts["extended_header"])
+    with mrcfile.new_mmap(path, values.shape, mrc_mode=2,
+                          extended_header=np.frombuffer(facts["extended_header"], dtype="V1") if extended else None,
+                          exttyp=facts["exttyp"].encode("latin-1") if extended else None) as mrc:
+        for rows in slabs(values):
+            mrc.data[rows] = values[rows]
+        _set_header_stats(mrc, values)
         if values.ndim == 3:
             # Before the voxel size: it is stored as cella = voxel size * (mx, my, mz),
             # and set_volume / set_image_stack choose mz.
@@ -350,9 +376,6 @@ def _write_mrc(path, values, stack, facts, keep_extended_header, label):
                 header[field] = facts[field]
             if mrc.is_volume() and 1 <= facts["ispg"] <= 230:
                 header.ispg = facts["ispg"]  # keep the map's crystallographic space group
-            if keep_extended_header and facts["extended_header"]:
-                mrc.set_extended_header(np.frombuffer(facts["extended_header"], dtype="V1"))
-                header.exttyp = facts["exttyp"].encode("latin-1")
             labels = list(facts["labels"])
         # MRC holds 10 labels; when full, drop the oldest after the first (the creator's).
         labels = (labels[:1] + labels[-8:] if len(labels) > 9 else labels) + [label]
@@ -360,7 +383,26 @@ def _write_mrc(path, values, stack, facts, keep_extended_header, label):
         mrc.header.nlabl = 0
         for text in labels:
             mrc.add_label(text)
-        # dmin/dmax/dmean/rms were recomputed by set_data (update_header_stats).
+
+
+def _set_header_stats(mrc, values):
+    """dmin, dmax, dmean and rms (the std, as mrcfile and IMOD compute it) of `values`."""
+    if not values.size:
+        mrc.reset_header_stats()
+        return
+    low, high, total = np.inf, -np.inf, 0.0
+    for rows in slabs(values):
+        low, high = min(low, values[rows].min()), max(high, values[rows].max())
+        total += values[rows].sum(dtype=np.float64)
+    mean = total / values.size
+    squares = 0.0
+    for rows in slabs(values):
+        deviation = np.array(values[rows], np.float64).ravel()
+        deviation -= mean
+        squares += float(deviation @ deviation)
+    header = mrc.header
+    header.dmin, header.dmax, header.dmean = low, high, mean
+    header.rms = np.sqrt(squares / values.size)
 
 
 def write_preview(path, data, sigma: float = 3.0, overwrite: bool = False) -> None:

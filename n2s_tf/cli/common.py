@@ -2,16 +2,26 @@
 
 import os
 import sys
+import warnings
 
 # Before TensorFlow is imported: keep its C++ start-up chatter off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from n2s_tf.errors import ConfigError, UserError  # noqa: E402
+from n2s_tf.errors import ConfigError, RepairedPixelsWarning, UserError  # noqa: E402
 
 # User mistakes print as one line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError)
+_show_warning = warnings.showwarning
+
+
+def _show_user_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings about the user's data as one `warning: ...` line, without source location."""
+    if issubclass(category, RepairedPixelsWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
 
 
 def _parse_flags(argv):
@@ -27,6 +37,8 @@ def run_main(main):
 
     def guarded(argv):
         logging.set_verbosity(logging.WARNING)
+        warnings.showwarning = _show_user_warning
+        warnings.simplefilter("always", RepairedPixelsWarning)  # every image that had them, not the first only
         if len(argv) > 1:
             print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)", file=sys.stderr)
             sys.exit(2)
