@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from n2s_tf import metrics
+from n2s_tf.data import standardize
 from n2s_tf.errors import ConfigError
 
 SCALAR_METRICS = ("psnr", "ssim", "cc", "mean_frc", "res_0143", "res_halfbit", "seconds")
@@ -77,12 +78,9 @@ def baseline_denoiser(baseline: str, name: Optional[str] = None, **params) -> De
     def run(image):
         image = np.asarray(image, dtype=np.float32)
         x = image[..., None] if image.ndim == 2 else image  # baselines take channels-last arrays
-        # Standardized per channel like data.standardize, but with float32 statistics: a baseline
-        # is scored in the image's own precision.
-        axes = tuple(range(x.ndim - 1))
-        mean, std = x.mean(axis=axes), x.std(axis=axes)
-        std = np.where(std > 0, std, 1.0)
-        return (baselines.run_baseline(baseline, (x - mean) / std, **params) * std + mean).reshape(image.shape)
+        standardized, (mean, std) = standardize(x)  # per channel, as the models see it
+        out = baselines.run_baseline(baseline, standardized, **params) * std + mean
+        return out.astype(np.float32).reshape(image.shape)
 
     return Denoiser(name, run)
 
@@ -91,9 +89,8 @@ def baseline_denoiser(baseline: str, name: Optional[str] = None, **params) -> De
 
 
 def _standardize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    std = x.std()
-    return (x - x.mean()) / (std if std > 0 else 1.0)
+    """Zero mean and unit std over the whole array (all channels together), float64."""
+    return standardize(np.asarray(x, np.float64).reshape(-1, 1))[0].reshape(x.shape).astype(np.float64)
 
 
 def _gray(x: np.ndarray) -> np.ndarray:
