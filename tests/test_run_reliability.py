@@ -216,7 +216,8 @@ def test_sigterm_stops_training_cleanly_and_resumably(tmp_path, data):
          "--batch_size=2", "--steps=100000", "--checkpoint_every=2", "--network_args=depth=1,base_filters=4",
          f"--model_dir={model_dir}"], stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 240
-    while not (model_dir / "checkpoints" / "ckpt-2.index").exists() and time.time() < deadline:
+    # The index is written last, once the first checkpoint is complete.
+    while not (model_dir / "checkpoints" / "checkpoint").exists() and time.time() < deadline:
         assert process.poll() is None, process.stderr.read()[-2000:]
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
