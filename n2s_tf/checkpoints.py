@@ -21,6 +21,7 @@ from n2s_tf.errors import ConfigError, one_line
 INDEX = "checkpoint"
 PREFIX = "ckpt"
 _INDEX_FILE = re.compile(rf"{PREFIX}-(\d+)\.index$")
+_DATA_FILE = re.compile(rf"{PREFIX}-\d+\.data-(\d+)-of-(\d+)$")
 _TEMP_FOLDER = re.compile(rf"{PREFIX}-\d+_temp$")
 # What restoring a truncated or garbage checkpoint raises on TF 2.21 (OpError for a bad
 # index, IndexError for short data, AssertionError when the variables do not match).
@@ -42,10 +43,10 @@ def complete_checkpoints(directory: str) -> List[str]:
         if not match or os.path.getsize(os.path.join(directory, name)) == 0:
             continue
         stem = name[: -len(".index")]
-        shards = [n for n in names if n.startswith(f"{stem}.data-")]
-        counts = {n.rsplit("-of-", 1)[1] for n in shards}
+        shards = [_DATA_FILE.match(n) for n in names if n.startswith(f"{stem}.data-")]
+        counts = {int(m.group(2)) for m in shards if m}
         if len(counts) == 1:
-            total = int(counts.pop())
+            total = counts.pop()
             if all(f"{stem}.data-{k:05d}-of-{total:05d}" in names for k in range(total)):
                 found.append(os.path.join(directory, stem))
     return sorted(found, key=step_of, reverse=True)

@@ -60,6 +60,19 @@ def _truncate(path, size):
         f.truncate(size)
 
 
+def test_complete_checkpoints_need_their_index_and_every_data_shard(tmp_path):
+    names = ["ckpt-2.index", "ckpt-2.data-00000-of-00002", "ckpt-2.data-00001-of-00002",
+             "ckpt-4.index", "ckpt-4.data-00000-of-00002",  # a shard missing
+             "ckpt-6.index", "ckpt-6.data-00000-of-00001", "ckpt-6.data-stray",
+             "ckpt-8.index",  # no data
+             "ckpt-10.data-00000-of-00001"]  # no index
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "ckpt-12.index").write_bytes(b"")  # empty
+    (tmp_path / "ckpt-12.data-00000-of-00001").write_bytes(b"x")
+    assert checkpoints.complete_checkpoints(str(tmp_path)) == [str(tmp_path / "ckpt-6"), str(tmp_path / "ckpt-2")]
+
+
 def test_a_garbage_index_resumes_from_the_checkpoint_files(tmp_path, finished, data, capsys):
     run_dir, folder = _copy(finished, tmp_path)
     (folder / "checkpoint").write_bytes(b"\x00 not a checkpoint state {{")
