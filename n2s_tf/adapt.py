@@ -1,10 +1,17 @@
-"""Test-time adaptation: a few self-supervised steps on the very image to be denoised."""
+"""Test-time adaptation: a few self-supervised steps on the very image to be denoised.
+
+Its errors name the arguments of `n2s_tf.denoise` (adapt_steps, adapt_method), the only
+caller, not the training flags of the config it builds.
+"""
+
+import numbers
 
 import keras
 
 from n2s_tf import data as data_lib
 from n2s_tf.config import TrainConfig
 from n2s_tf.errors import ConfigError
+from n2s_tf.methods import METHODS
 from n2s_tf.training import Denoiser, make_optimizer
 
 
@@ -17,6 +24,7 @@ def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200
     on the current device, without checkpoints; the network's weights are updated in place.
     mixed_precision must match the policy the network was built under.
     """
+    _check_arguments(network, method, steps)
     spatial = [min(s.shape[:-1]) for s in images]
     side = min(patch, min(spatial)) // network.stride * network.stride
     if side < network.stride:
@@ -34,3 +42,15 @@ def adapt(network: keras.Model, images, *, method: str = "n2s", steps: int = 200
     dataset = data_lib.patch_dataset(inputs, patch_size=config.patch_size, batch_size=batch_size, seed=seed)
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     return network
+
+
+def _check_arguments(network, method, steps):
+    self_supervised = [name for name, row in METHODS.items() if row.target is None]
+    if method not in self_supervised:
+        raise ConfigError(f"adapt_method={method!r} is not one of: {', '.join(self_supervised)} "
+                          f"(adaptation is self-supervised)")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ConfigError(f"adapt_steps must be a whole number of steps >= 1 (0 for no adaptation), got {steps!r}")
+    if network.network_args.get("residual"):
+        raise ConfigError(f"adapt_method={method!r} masks pixels, and this residual network (residual=true) "
+                          f"adds its input to its output, so it would pass them through: it cannot be adapted")

@@ -6,6 +6,7 @@ Command-line flags map one to one onto `TrainConfig`; the method it names is a r
 
 import dataclasses
 import json
+import math
 from typing import Optional
 
 from n2s_tf.errors import ConfigError
@@ -84,12 +85,21 @@ class TrainConfig:
             raise ConfigError(f"--pro_steps must not be negative, got {self.pro_steps}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch_size must be at least 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        # Written so that NaN fails them too (every comparison with NaN is False).
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.lmbd < math.inf:
+            raise ConfigError(f"--lmbd must be a number >= 0, got {self.lmbd}")
         if not 0 < self.mask_fraction < 1:
             raise ConfigError(f"--mask_fraction must lie in (0, 1), got {self.mask_fraction}")
+        if self.lr_decay_steps < 1:
+            raise ConfigError(f"--lr_decay_steps must be at least 1, got {self.lr_decay_steps}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint_every must be at least 1, got {self.checkpoint_every}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must lie in [0, 2^32), got {self.seed}")
+        if self.cpu_devices < 0:
+            raise ConfigError(f"--cpu_devices must not be negative, got {self.cpu_devices}")
         if self.ndim not in (2, 3) or len(self.patch_size) != self.ndim:
             raise ConfigError(
                 f"--patch_size {','.join(map(str, self.patch_size))} does not fit {self.ndim}D data"
@@ -98,7 +108,7 @@ class TrainConfig:
             if self.method.target != "clean":
                 raise ConfigError(f"--noise trains on clean images with synthetic noise: it needs --model=n2t, "
                                   f"not --model={self.model}")
-            if len(self.noise) != 2 or not 0 < self.noise[0] <= self.noise[1]:
+            if len(self.noise) != 2 or not 0 < self.noise[0] <= self.noise[1] < math.inf:
                 raise ConfigError(f"--noise needs two positive fractions low,high with low <= high, got "
                                   f"{','.join(map(str, self.noise))}")
             if self.target or self.clean:
@@ -107,9 +117,8 @@ class TrainConfig:
             kind = "second noisy half" if self.method.target == "noisy" else "clean target"
             raise ConfigError(f"--model={self.model} needs --target (a folder with the {kind} of each --data file)")
         if self.method.masked and self.network_args.get("residual"):
-            raise ConfigError(f"residual=true needs an unmasked method (n2t, n2n), not {self.model} (--model, or "
-                              f"--adapt_method when adapting): a network that adds its input to its output "
-                              f"would pass the masked pixels through")
+            raise ConfigError(f"residual=true needs an unmasked method (n2t, n2n), not --model={self.model}: a "
+                              f"network that adds its input to its output would pass the masked pixels through")
         if self.target and not self.method.target:
             raise ConfigError(f"--target is only used by n2n and n2t, not --model={self.model}")
         if stride is not None:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from n2s_tf.errors import ConfigError, UserError
+from n2s_tf.errors import ConfigError, ImageFileError, UserError
 from n2s_tf.io import slabs
 
 DEMO_SIGMA = 25.0  # Gaussian noise on the 0-255 scale, as the Noise2Same BSD68 benchmark
@@ -263,7 +263,10 @@ def load_training_data(config):
     validation = []
     if config.clean:
         for noisy_path, clean_path in io.paired_files(config.data, config.clean):
-            validation.append((io.read_image(noisy_path).data, io.read_image(clean_path).data))
+            noisy, clean = io.read_image(noisy_path), io.read_image(clean_path)
+            for image in (noisy, clean):
+                check_finite(image.data, image.source)
+            validation.append((noisy.data, clean.data))
     return inputs, targets, validation
 
 
@@ -275,4 +278,13 @@ def _training_images(image, config) -> list:
             f"{image.source} is {image.ndim}D but --patch_size is {config.ndim}D "
             f"({','.join(map(str, config.patch_size))})"
         )
+    check_finite(image.data, image.source)
     return list(image.data) if image.kind == "stack" else [image.data]
+
+
+def check_finite(array: np.ndarray, source: str) -> None:
+    """Refuse NaN or Inf pixels: one of them makes the loss, then every weight, NaN."""
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise ImageFileError(f"{source}: {bad} of {array.size} pixels are not finite (NaN or Inf); "
+                             f"training needs finite pixels")

@@ -2,6 +2,12 @@
 
 Strategy, data, network, optimizer, checkpoints every K steps, exact resume, progress,
 TensorBoard scalars, validation PSNR, export. The step itself is `training.Denoiser`.
+
+A run never silently loses its checkpoints: resume finds the newest checkpoint that
+restores (checkpoints.py); a non-finite loss or weights, a checkpoint that cannot be
+written (a full disk) and Ctrl-C / SIGTERM stop it with one line naming the last
+complete checkpoint, and a model with non-finite weights is never exported. Resuming a
+run already at --steps trains nothing and exports only if its export is missing.
 """
 
 import json
@@ -17,14 +23,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from n2s_tf import checkpoints, distribute, files, metrics
 from n2s_tf import data as data_lib
-from n2s_tf import distribute, files, metrics
 from n2s_tf.config import TrainConfig
-from n2s_tf.errors import ConfigError
+from n2s_tf.errors import ConfigError, UserError, one_line
 from n2s_tf.inference import denoise_array
 from n2s_tf.training import build_denoiser, current_step, make_optimizer
 
 CHECKPOINTS_KEPT = 3
+# Writing a checkpoint or an export: a full disk (ENOSPC, or TF's ResourceExhaustedError),
+# a quota, a folder made read-only.
+WRITE_ERRORS = (OSError, tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)
+
+
+class TrainingStopped(UserError):
+    """The run stopped before --steps (non-finite loss, a write that failed); the message
+    names the last complete checkpoint, from which --resume continues."""
 
 
 def metadata(config: TrainConfig, network: keras.Model, step: int) -> dict:
@@ -66,15 +80,32 @@ class _RunMonitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = current_step(self.model.optimizer)
         logs = {k: float(np.mean(v)) for k, v in (logs or {}).items()}
+        # The epoch's running mean: it stays non-finite from the first bad step on.
+        if not math.isfinite(logs.get("loss", 0.0)):
+            raise TrainingStopped(f"the loss became {logs['loss']} at step {step}; {last_checkpoint(self.manager)} "
+                                  f"(lower --lr, or check --data)")
         done = step >= self.config.steps
         if step % self.log_every == 0 or done:
             self._report(step, logs)
         if step % self.config.checkpoint_every == 0 or done:
-            self.manager.save(checkpoint_number=step)
+            self._save(step)
             if self.validation and self.chief:
                 logs["val_psnr"] = self._validate(step)
         if done:
             self.model.stop_training = True
+
+    def _save(self, step):
+        """Checkpoint `step`, unless its weights are not finite (the step that made them so
+        still logged the finite loss it started from)."""
+        if not weights_finite(self.model.network):
+            raise TrainingStopped(f"the weights became non-finite by step {step}; {last_checkpoint(self.manager)} "
+                                  f"(lower --lr, or check --data)")
+        try:
+            self.manager.save(checkpoint_number=step)
+        except WRITE_ERRORS as error:
+            checkpoints.remove_temp_folders(self.manager.directory)
+            raise TrainingStopped(f"could not write the checkpoint of step {step} in {self.manager.directory} "
+                                  f"({_reason(error)}); {last_checkpoint(self.manager)}") from None
 
     def _report(self, step, logs):
         elapsed = time.time() - self.start_time
@@ -111,6 +142,25 @@ class _RunMonitor(keras.callbacks.Callback):
                 tf.summary.scalar("validation/psnr", value)
         self.history.append(dict(step=step, val_psnr=value))
         return value
+
+
+def weights_finite(network: keras.Model) -> bool:
+    """Whether every weight (BatchNorm statistics included) is finite."""
+    return all(np.isfinite(w).all() for w in network.get_weights())
+
+
+def last_checkpoint(manager: tf.train.CheckpointManager) -> str:
+    """Where the run can continue from, as the end of a one-line message."""
+    latest = manager.latest_checkpoint
+    if latest is None:
+        return "no checkpoint was written yet"
+    return f"the last complete checkpoint is {latest} (step {checkpoints.step_of(latest)}): continue with --resume"
+
+
+def _reason(error: BaseException) -> str:
+    """A write error's cause in one short line (TF's messages carry op names and paths)."""
+    text = error.message if isinstance(error, tf.errors.OpError) else one_line(error)
+    return " ".join(text.split())[:200]
 
 
 def _data_range(clean):
@@ -159,27 +209,35 @@ def _train(config, strategy, chief, export):
         optimizer.build(model.network.trainable_variables)
         checkpoint = tf.train.Checkpoint(network=model.network, optimizer=optimizer)
 
+    restored = _resume(checkpoint, chief_checkpoints, chief) if config.resume else None
+    if restored is None and config.init:
+        from n2s_tf.finetune import load_initial_weights
+
+        load_initial_weights(model.network, config)
+    start = current_step(optimizer)
+    if start > config.steps:
+        raise ConfigError(f"--steps={config.steps} is below step {start}, which the run in {model_dir} already "
+                          f"reached: pass --steps above {start} to train on")
+    # A finished run resumed again exports only if its export is missing.
+    exported = start == config.steps and _exported_step(model_dir) == start
     # Every worker takes part in saving (it may be collective), but only the chief writes
     # into model_dir; the others write to a scratch folder removed at the end. Every worker
     # resumes from the chief's checkpoints.
     scratch = None if chief else tempfile.mkdtemp(prefix="n2s_worker_")
     manager = tf.train.CheckpointManager(checkpoint, chief_checkpoints if chief else scratch,
                                          max_to_keep=CHECKPOINTS_KEPT)
-    latest = tf.train.latest_checkpoint(chief_checkpoints)
-    if config.resume and latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-    elif config.init:
-        from n2s_tf.finetune import load_initial_weights
-
-        load_initial_weights(model.network, config)
-    start = current_step(optimizer)
     if chief:
         os.makedirs(model_dir, exist_ok=True)
         files.write_text(os.path.join(model_dir, "config.json"), config.to_json())
-        print(f"{'resuming at' if start else 'starting'} step {start} of {config.steps}: "
-              f"{config.model} on {config.network} ({model.network.count_params():,} parameters), "
-              f"{strategy.num_replicas_in_sync} replica(s), {len(inputs)} training image(s)",
-              file=sys.stderr, flush=True)
+        if start == config.steps:
+            print(f"the run in {model_dir} is already at step {start} of {config.steps}: nothing to train"
+                  f"{'; its export is in ' + os.path.join(model_dir, 'export') if exported else ''}",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"{'resuming at' if start else 'starting'} step {start} of {config.steps}: "
+                  f"{config.model} on {config.network} ({model.network.count_params():,} parameters), "
+                  f"{strategy.num_replicas_in_sync} replica(s), {len(inputs)} training image(s)",
+                  file=sys.stderr, flush=True)
 
     dataset = data_lib.patch_dataset(
         inputs, targets, patch_size=config.patch_size, batch_size=config.batch_size,
@@ -189,20 +247,65 @@ def _train(config, strategy, chief, export):
     monitor = _RunMonitor(config, manager, writer, validation, chief)
     if start < config.steps:
         every = config.checkpoint_every
-        model.fit(dataset, epochs=math.ceil(config.steps / every), initial_epoch=start // every,
-                  steps_per_epoch=every, callbacks=[monitor], verbose=0, shuffle=False)
+        try:
+            model.fit(dataset, epochs=math.ceil(config.steps / every), initial_epoch=start // every,
+                      steps_per_epoch=every, callbacks=[monitor], verbose=0, shuffle=False)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI makes it one)
+            raise KeyboardInterrupt(f"at step {current_step(optimizer)}; {last_checkpoint(manager)}") from None
     result = {"model": model, "history": monitor.history, "model_dir": model_dir, "export_dir": None}
-    if export:
-        from n2s_tf.export import export_model
-
-        path = export_model(model.network, metadata(config, model.network, current_step(optimizer)),
-                            os.path.join(model_dir, "export") if chief else scratch)
+    if export and not exported:
+        path = _export(model.network, metadata(config, model.network, current_step(optimizer)),
+                       os.path.join(model_dir, "export") if chief else scratch, manager)
         if chief:
             result["export_dir"] = path
             print(f"exported SavedModel to {path}", file=sys.stderr, flush=True)
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
     return result
+
+
+def _resume(checkpoint, directory, chief) -> Optional[str]:
+    """Restore the newest checkpoint that restores; None when the run stopped before its
+    first. The chief says what it skipped, removes interrupted saves and rewrites an index
+    that no longer matches the files."""
+    restored, notes = checkpoints.restore_newest(checkpoint, directory)
+    if not chief:
+        return restored
+    removed = checkpoints.remove_temp_folders(directory)
+    if removed:
+        notes.append(f"removed {', '.join(removed)} (left by an interrupted save)")
+    if restored and (notes or tf.train.latest_checkpoint(directory) != restored):
+        checkpoints.rewrite_index(directory, restored)
+    if restored is None:
+        notes.append(f"no checkpoint yet in {directory}: starting over")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    return restored
+
+
+def _export(network, meta, base_dir, manager) -> str:
+    """export_model, refused for non-finite weights; a failed write is one line."""
+    from n2s_tf.export import export_model
+
+    if not weights_finite(network):
+        raise TrainingStopped(f"the weights at step {meta['steps']} are not finite: no export written")
+    try:
+        return export_model(network, meta, base_dir)
+    except WRITE_ERRORS as error:
+        raise TrainingStopped(f"could not write the export in {base_dir} ({_reason(error)}); "
+                              f"{last_checkpoint(manager)} to export again") from None
+
+
+def _exported_step(model_dir) -> Optional[int]:
+    """The step of the run's newest export; None without a readable one."""
+    from n2s_tf.export import METADATA_FILE, resolve_export
+
+    try:
+        path = resolve_export(os.path.join(model_dir, "export"))
+        with open(os.path.join(path, "assets", METADATA_FILE)) as f:
+            return int(json.load(f)["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _check_run_dir(config, chief):

@@ -52,6 +52,8 @@ def tiny_export(tmp_path_factory):
     (["--model=n2s", "--noise=0.1,1"], "needs --model=n2t"),
     (["--init=/nonexistent_dir"], "--init: no exported n2s_tf model"),
     (["--init=n2s_tf/models/general", "--network_args=depth=3"], "pass its --network and --network_args"),
+    (["--batch_size=0"], "--batch_size must be at least 1, got 0"),
+    (["--lr=nan"], "--lr must be a positive number, got nan"),
 ])
 def test_train_rejects_bad_flags_in_one_line(tmp_path, args, words):
     assert_user_error(run("train.py", f"--model_dir={tmp_path / 'run'}", "--steps=2", *args), words)

@@ -1,6 +1,7 @@
 """What every command shares: flag parsing and user errors as one line with exit code 2."""
 
 import os
+import signal
 import sys
 import warnings
 
@@ -39,6 +40,8 @@ def run_main(main):
         logging.set_verbosity(logging.WARNING)
         warnings.showwarning = _show_user_warning
         warnings.simplefilter("always", RepairedPixelsWarning)  # every image that had them, not the first only
+        # SIGTERM (kill, a batch scheduler) ends a command as cleanly as Ctrl-C does.
+        signal.signal(signal.SIGTERM, _interrupt)
         if len(argv) > 1:
             print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)", file=sys.stderr)
             sys.exit(2)
@@ -47,11 +50,15 @@ def run_main(main):
         except USER_ERRORS as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+        except KeyboardInterrupt as error:  # its message, if any, says what is left to resume
+            print(f"interrupted{': ' if str(error) else ''}{error}", file=sys.stderr)
             sys.exit(130)
 
     app.run(guarded, flags_parser=_parse_flags)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def parse_ints(text: str, flag: str) -> tuple:

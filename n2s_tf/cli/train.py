@@ -69,7 +69,7 @@ def config_from_flags():
         (16, 64, 64) if ndim == 3 else (64, 64))
     if len(patch) == 1:
         patch = patch * 2
-    batch = FLAGS.batch_size or (4 if len(patch) == 3 else 16)
+    batch = FLAGS.batch_size if FLAGS.batch_size is not None else (4 if len(patch) == 3 else 16)
     return TrainConfig(
         model=FLAGS.model, steps=FLAGS.steps, pro_steps=FLAGS.pro_steps, network=FLAGS.network,
         network_args=parse_network_args(FLAGS.network_args), ndim=len(patch), data=FLAGS.data,
