@@ -27,8 +27,9 @@ from n2s_tf.errors import ConfigError, ImageFileError
 from n2s_tf.inference import context_size
 
 EXAMPLE_IMAGE = Path(__file__).resolve().parent / "examples" / "noisy_camera.png"
-# Largest test tensor side per spatial axis (the package carries it twice, input and output).
-DEFAULT_TEST_SIZE = {2: 256, 3: 128}
+# Largest test tensor side per spatial axis (the package carries it twice, input and output);
+# 1 stands for the smallest valid size: a 3D network's activations at 128^3 already take gigabytes.
+DEFAULT_TEST_SIZE = {2: 256, 3: 1}
 INPUT_ID, OUTPUT_ID = "input", "output"
 FILES = {"weights": "saved_model.zip", "test_input": "test_input.npy", "test_output": "test_output.npy",
          "sample_input": "sample_input.tif", "sample_output": "sample_output.tif", "cover": "cover.png",
@@ -54,30 +55,31 @@ def spatial_sizes(model) -> tuple:
 
     The halo is the context our own tiling gives each side (inference.context_size), so a
     consumer that tiles (deepImageJ, ilastik) crops as much as test_single.py does; the
-    smallest input keeps one stride of core inside the two halos, and sizes go up by the
-    stride, so every valid size needs no padding in the graph."""
+    smallest input keeps one stride of core inside the two halos. Any larger size is valid
+    (step 1): the graph pads to the stride itself, and consumers such as bioimageio.core
+    refuse an image whose size is not min + n * step rather than pad it."""
     halo = context_size(model.receptive_field, model.stride)
-    return halo, 2 * halo + model.stride, model.stride
+    return halo, 2 * halo + model.stride, 1
 
 
 def make_test_tensors(model, image: np.ndarray, test_size: int | None = None):
-    """(input, output) test tensors, (1, [D,] H, W, C) float32: the centre of `image` cut to
-    the largest valid size of at most `test_size` per axis, and what the model's serving graph
-    (exactly the packaged weights) makes of it."""
+    """(input, output) test tensors, (1, [D,] H, W, C) float32: the centre of `image` cut to at
+    most `test_size` per axis (at least the smallest valid size), and what the model's serving
+    graph (exactly the packaged weights) makes of it."""
     image = np.asarray(image, np.float32)
     if image.ndim == model.ndim:
         image = image[..., None]
     if image.ndim != model.ndim + 1 or image.shape[-1] != model.channels:
         raise ConfigError(f"test_image: the model takes {model.ndim}D images with {model.channels} "
                           f"channel(s), got an array of shape {image.shape}")
-    _, minimum, step = spatial_sizes(model)
+    minimum = spatial_sizes(model)[1]
     limit = test_size or DEFAULT_TEST_SIZE[model.ndim]
     window = []
     for axis, size in enumerate(image.shape[:-1]):
         if size < minimum:
             raise ConfigError(f"test_image: axis {axis} has {size} pixels, the package's smallest input "
                               f"has {minimum} (twice the model's context plus its stride)")
-        side = minimum + (min(size, max(limit, minimum)) - minimum) // step * step
+        side = max(minimum, min(size, limit))
         start = (size - side) // 2
         window.append(slice(start, start + side))
     test_input = np.ascontiguousarray(image[tuple(window)])[None]
@@ -97,8 +99,7 @@ def read_test_image(model, path: str) -> np.ndarray:
     from n2s_tf import io
 
     image = io.read_image(path)
-    data = image.data[0] if image.kind == "stack" and model.ndim == 2 else image.data
-    return data
+    return image.data[0] if image.kind == "stack" and model.ndim == 2 else image.data
 
 
 def write_package_files(model, folder, test_image: str | None = None, test_size: int | None = None,
@@ -156,7 +157,7 @@ def default_description(model) -> str:
 def readme_text(model, name: str) -> str:
     """The package's README.md: what the model does, how it was made, how it is checked."""
     meta = model.metadata
-    halo, minimum, step = spatial_sizes(model)
+    halo, minimum, _ = spatial_sizes(model)
     axes = "batch, z, y, x, channel" if model.ndim == 3 else "batch, y, x, channel"
     cites = "\n".join(f"- {c['text']}. doi:{c['doi']}" for c in citations(model))
     training = {k: meta[k] for k in ("method", "network", "steps", "data", "created", "n2s_tf_version") if k in meta}
@@ -170,8 +171,9 @@ def readme_text(model, name: str) -> str:
 - Inside the TensorFlow graph each image is standardized by its own mean and std per channel, padded to
   a multiple of {model.stride} pixels, denoised, cropped back and restored to the input's mean and std.
   No clipping: the output is in the input's units.
-- Spatial sizes: {minimum} + n * {step} pixels per axis; when tiling, crop a halo of {halo} pixels per side.
-  Each tile is standardized by its own statistics, so use tiles as large as memory allows.
+- Spatial sizes: at least {minimum} pixels per axis (any size from there on: the graph pads to its stride).
+  When tiling, crop a halo of {halo} pixels per side. Each tile is standardized by its own statistics,
+  so use tiles as large as memory allows.
 
 ## Training
 

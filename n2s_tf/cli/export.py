@@ -22,7 +22,8 @@ flags.DEFINE_string("model", None, "exported model or training directory (defaul
 flags.DEFINE_string("output", None, "the package file to write (.zip)", required=True)
 flags.DEFINE_string("test_image", None, "image the package's test input is cut from (default: the shipped "
                                         "example image, for 2D grayscale models)")
-flags.DEFINE_integer("test_size", None, "largest side of the test input, in pixels (default: 256 in 2D, 128 in 3D)")
+flags.DEFINE_integer("test_size", None, "largest side of the test input, in pixels "
+                                        "(default: 256 in 2D, the smallest valid size in 3D)")
 flags.DEFINE_string("name", None, "the model's name on bioimage.io (letters, digits, spaces, _+-(); "
                                   "default: from the model folder)")
 flags.DEFINE_string("description", None, "one or two sentences (default: method, network and steps)")
