@@ -110,6 +110,15 @@ def test_export_cli_rejects_bad_flags_in_one_line(model, tmp_path):
     assert existing.read_bytes() == b""
 
 
+def test_export_without_the_extra_says_how_to_install_it(model, tmp_path, monkeypatch):
+    from n2s_tf.bioimageio_package import export_bioimageio
+
+    monkeypatch.setitem(sys.modules, "bioimageio.spec.model", None)  # as if not installed: import fails
+    with pytest.raises(ConfigError, match=r"pip install 'n2s_tf\[bioimageio\]'"):
+        export_bioimageio(model, tmp_path / "out.zip")
+    assert os.listdir(tmp_path) == []
+
+
 # ------------------------------------------------------- with the bioimageio extra installed
 
 
