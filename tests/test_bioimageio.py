@@ -173,3 +173,19 @@ def test_bioimageio_core_passes_the_package_in_a_fresh_environment(package, tmp_
                             timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "failed" not in result.stdout.splitlines()[-1]
+
+
+def test_export_cli_writes_a_valid_package(model, tmp_path):
+    spec = pytest.importorskip("bioimageio.spec", reason="the optional extra: pip install -e '.[bioimageio]'")
+
+    np.save(tmp_path / "image.npy", np.random.default_rng(1).normal(50, 5, (64, 70)).astype(np.float32))
+    output = tmp_path / "cli.zip"
+    result = subprocess.run([sys.executable, "-m", "n2s_tf.cli.export", "--format=bioimageio",
+                             f"--model={model.path}", f"--test_image={tmp_path / 'image.npy'}", f"--output={output}",
+                             "--name=tiny test denoiser", "--authors=Ada Lovelace"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    descr = spec.load_description(output)
+    assert not isinstance(descr, spec.InvalidDescr) and descr.name == "tiny test denoiser"
+    with zipfile.ZipFile(output) as archive, archive.open("test_input.npy") as test_input:
+        np.testing.assert_array_equal(np.load(test_input)[0, ..., 0], np.load(tmp_path / "image.npy"))
