@@ -127,7 +127,7 @@ def write_package_files(model, folder, test_image: str | None = None, test_size:
 
 
 def default_name(model) -> str:
-    """'n2s_tf general 2D denoiser' for trained_models/general/6."""
+    """'n2s_tf general 2D denoiser' for the shipped general/6."""
     from n2s_tf.export import DEFAULT_MODEL_NAME
 
     folder = Path(model.path).parent.name if Path(model.path).name.isdigit() else Path(model.path).name
