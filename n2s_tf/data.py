@@ -74,7 +74,7 @@ def repair_nonfinite(image: np.ndarray, fallback=0.0) -> int:
     """Replace each NaN or Inf of a channels-last float array in place; returns how many.
 
     A bad pixel takes the median of the finite pixels of its channel in the REPAIR_WINDOW box
-    around it. Pixels with no finite neighbour (inside a hole) wait for the next round, so
+    around it (cut at the image's edges). Pixels with no finite neighbour (inside a hole) wait for the next round, so
     holes fill from the rim inwards; after REPAIR_ROUNDS rounds what is left takes `fallback`
     (for a standardized image, 0: the channel's mean). Memory grows with the number of bad
     pixels, not with the image.
@@ -94,9 +94,11 @@ def repair_nonfinite(image: np.ndarray, fallback=0.0) -> int:
         values = np.empty(len(bad), np.float64)
         for start in range(0, len(bad), batch):
             pixels = bad[start:start + batch]
-            where = np.clip(pixels[:, None, :-1] + offsets, 0, spatial - 1)
+            where = pixels[:, None, :-1] + offsets
+            outside = ((where < 0) | (where >= spatial)).any(axis=-1)  # the box is cut at the image's edge
+            where = np.clip(where, 0, spatial - 1)
             neighbours = image[(*np.moveaxis(where, -1, 0), pixels[:, None, -1])].astype(np.float64)
-            neighbours[~np.isfinite(neighbours)] = np.nan
+            neighbours[outside | ~np.isfinite(neighbours)] = np.nan
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": a hole, next round
                 values[start:start + batch] = np.nanmedian(neighbours, axis=1)

@@ -65,9 +65,13 @@ def test_repair_takes_the_median_of_the_finite_neighbours():
     assert np.isfinite(image).all()
 
 
-def test_repair_clips_at_the_border_fills_holes_and_falls_back():
+def test_repair_cuts_the_box_at_the_border_fills_holes_and_falls_back():
+    corner = np.arange(49, dtype=np.float32).reshape(7, 7, 1)
+    corner[0, 0, 0] = np.nan
+    data.repair_nonfinite(corner)  # the box's 3 x 3 part inside the image, edge pixels not repeated
+    assert corner[0, 0, 0] == np.median([1, 2, 7, 8, 9, 14, 15, 16])
     image = np.ones((40, 40, 2), np.float32)
-    image[0, 0, 1] = np.nan  # a corner: the box is clipped to the image
+    image[0, 0, 1] = np.nan
     image[5:15, 5:15, 0] = -np.inf  # a hole of 10 x 10: filled from its rim in rounds
     assert data.repair_nonfinite(image, fallback=7.0) == 101
     np.testing.assert_array_equal(image, 1.0)
