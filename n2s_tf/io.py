@@ -14,6 +14,7 @@ import contextlib
 import glob
 import math
 import os
+import re
 import secrets
 import warnings
 from dataclasses import dataclass
@@ -248,6 +249,7 @@ def _atomic_target(path, overwrite):
         raise ImageFileError(f"cannot write '{path}': file exists (pass overwrite=True to replace it)")
     folder, name = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(name)
+    _remove_stale_parts(folder, stem, ext)
     # Hidden, and ending in the real extension so every writer picks the right format.
     temporary = os.path.join(folder, f".{stem}.{secrets.token_hex(4)}.part{ext}")
     try:
@@ -259,6 +261,17 @@ def _atomic_target(path, overwrite):
         if isinstance(error, (OSError, ValueError, TypeError)) and not isinstance(error, ImageFileError):
             raise ImageFileError(f"cannot write '{path}': {one_line(error)}") from error
         raise
+
+
+def _remove_stale_parts(folder, stem, ext):
+    """Remove temporary files of this target left by a killed writer (SIGKILL, power loss):
+    a target is written by one process at a time, so any part file of it is stale."""
+    pattern = re.compile(rf"\.{re.escape(stem)}\.[0-9a-f]{{8}}\.part{re.escape(ext)}")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder or "."):
+            if pattern.fullmatch(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
 
 
 def _to_uint8(array, low, high) -> np.ndarray:

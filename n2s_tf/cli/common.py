@@ -1,9 +1,16 @@
-"""What every command shares: flag parsing and user errors as one line with exit code 2."""
+"""What every command shares: flag parsing, --help, user errors as one line with exit code 2,
+warnings as one line, and Ctrl-C / SIGTERM unwinding so that no partial file is left.
+
+The package imports TensorFlow lazily (n2s_tf/__init__.py), so this module runs before it
+whatever imports the command, and its C++ start-up lines (cpu_feature_guard, "All log
+messages before absl::InitializeLog()") stay off the terminal.
+"""
 
 import os
+import signal
 import sys
+import warnings
 
-# Before TensorFlow is imported: keep its C++ start-up chatter off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
@@ -12,21 +19,56 @@ from n2s_tf.errors import ConfigError, UserError  # noqa: E402
 
 # User mistakes print as one line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError)
+HELP_ARGUMENTS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 
 
-def _parse_flags(argv):
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+class Terminated(BaseException):
+    """SIGTERM (kill, a scheduler's time limit) raised in Python, so that it unwinds like
+    Ctrl-C: files being written are removed (n2s_tf.io writes through temporary names)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _print_help(main, argv):
+    """The command's docstring and its own flags on stdout (absl's short help shows only the
+    flags of __main__, which for these thin scripts has none)."""
+    module = sys.modules[main.__module__]
+    print((module.__doc__ or "").strip())
+    if "--helpfull" in argv:
+        print("\nflags:\n" + flags.FLAGS.get_help())
+    else:
+        key = sys.argv[0] if main.__module__ == "__main__" else main.__module__
+        print("\nflags:\n" + flags.FLAGS.module_help(key) + "\n\n(--helpfull: also absl's own flags)")
+
+
+def _flags_parser(main):
+    def parse(argv):
+        if any(arg in HELP_ARGUMENTS for arg in argv[1:]):
+            _print_help(main, argv)
+            sys.exit(0)
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return parse
 
 
 def run_main(main):
-    """app.run(main), with flag errors and user mistakes printed as one line, exit code 2."""
+    """app.run(main), with flag errors and user mistakes printed as one line, exit code 2;
+    Ctrl-C exits 130, SIGTERM 143, both after removing partial files."""
 
     def guarded(argv):
         logging.set_verbosity(logging.WARNING)
+        warnings.showwarning = _one_line_warning
+        signal.signal(signal.SIGTERM, _terminate)
         if len(argv) > 1:
             print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)", file=sys.stderr)
             sys.exit(2)
@@ -38,8 +80,11 @@ def run_main(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except Terminated:
+            print("terminated", file=sys.stderr)
+            sys.exit(143)
 
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(guarded, flags_parser=_flags_parser(main))
 
 
 def parse_ints(text: str, flag: str) -> tuple:
