@@ -28,6 +28,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -395,58 +396,136 @@ class Summary:
 
     def line(self) -> str:
         return (f"done {self.done}, skipped {self.skipped}, failed {len(self.failed)} of {self.total} "
-                f"in {_duration(self.seconds)}")
+                f"in {self.seconds:.1f} s")
 
 
-def run(jobs: list[Job], process: Callable[[Job], None], skip_existing: bool = False, label: str = "",
-        keep_going: bool = True, out=None, err=None, clock=time.monotonic) -> Summary:
-    """Call `process(job)` for each job (it reads, denoises and writes the job's outputs).
+@dataclass
+class Steps:
+    """What `run` does with a job, in three steps so that reading, computing and writing
+    of consecutive files can overlap: read(job) -> data, compute(job, data) -> result,
+    write(job, result)."""
+
+    read: Callable[[Job], object]
+    compute: Callable[[Job, object], object]
+    write: Callable[[Job, object], None]
+
+
+def run(jobs: list[Job], steps: Steps, skip_existing: bool = False, label: str = "", keep_going: bool = True,
+        overlap: bool = False, out=None, err=None, clock=time.monotonic) -> Summary:
+    """Read, compute and write each job (see Steps).
 
     skip_existing: jobs whose outputs all exist are skipped (counted, not processed).
-    keep_going: a job that raises a UserError or an OSError is reported on `err` in one
-    line and counted as failed; other exceptions, and all when not keep_going (a run of
-    one file), propagate. One line per job on `out`, with the count, its time, the mean
-    time per processed file and the time left; with keep_going, a summary line at the
-    end, also when interrupted.
+    keep_going: a job whose step raises a UserError or an OSError is reported on `err` in
+    one line and counted as failed; other exceptions, and all when not keep_going (a run
+    of one file), propagate. One line per job on `out`, in job order, with its time, the
+    mean time per processed file and the time left; with keep_going, a summary line at
+    the end, also when interrupted.
+    overlap: read the next file in a thread while this one computes, and write in
+    another thread while the next computes (a job's line then comes when the next job's
+    computation ends). Writes stay atomic; at most three files are in memory at once.
     """
     out = out or sys.stdout
     err = err or sys.stderr
     summary = Summary(total=len(jobs))
     start = clock()
     prefix = f"{label} " if label else ""
+    skipped = [skip_existing and job.complete() for job in jobs]
+    work = [i for i, skip in enumerate(skipped) if not skip]
+    reader, writer = (ThreadPoolExecutor(1), ThreadPoolExecutor(1)) if overlap else (_Inline(), _Inline())
+    reads = {}
+
+    def prefetch(position):
+        if position < len(work):
+            i = work[position]
+            reads[i] = (clock(), reader.submit(steps.read, jobs[i]))
+
+    def report(i, began, written):
+        """The line of job i, whose last step is the future `written`."""
+        tag = f"{prefix}[{i + 1}/{len(jobs)}]"
+        try:
+            written.result()
+        except (UserError, OSError) as error:
+            if not keep_going:
+                raise
+            reason = one_line(error) if isinstance(error, UserError) else \
+                f"{type(error).__name__}: {one_line(error)}{_filename(error)}"
+            summary.failed.append((jobs[i].source, reason))
+            named = reason if jobs[i].source in reason else f"{jobs[i].source}: {reason}"
+            print(f"{tag} failed: {named}", file=err, flush=True)
+            return
+        summary.done += 1
+        per_file = (clock() - start) / (summary.done + len(summary.failed))
+        wrote = f"wrote {' and '.join(jobs[i].outputs)} ({clock() - began:.1f} s"
+        if keep_going:
+            left = per_file * (len(jobs) - i - 1)
+            print(f"{tag} {wrote}; {per_file:.1f} s/file, {_duration(left)} left)", file=out, flush=True)
+        else:
+            print(f"{wrote})", file=out, flush=True)
+
+    writing = None  # (i, began, future) of the write in flight
     try:
-        for number, job in enumerate(jobs, 1):
-            tag = f"{prefix}[{number}/{len(jobs)}]"
-            if skip_existing and job.complete():
+        prefetch(0)
+        for position, i in enumerate(work):
+            for k in range(work[position - 1] + 1 if position else 0, i):  # the skipped jobs before this one
+                if writing:  # keep the lines in job order
+                    report(*writing)
+                    writing = None
                 summary.skipped += 1
-                print(f"{tag} skipped {job.source}: {job.target} exists", file=out, flush=True)
-                continue
-            began = clock()
+                print(f"{prefix}[{k + 1}/{len(jobs)}] skipped {jobs[k].source}: {jobs[k].target} exists",
+                      file=out, flush=True)
+            began, read = reads.pop(i)
+            if overlap:
+                prefetch(position + 1)
             try:
-                process(job)
+                result = steps.compute(jobs[i], read.result())
+                written = writer.submit(steps.write, jobs[i], result)
             except (UserError, OSError) as error:
-                if not keep_going:
-                    raise
-                reason = one_line(error) if isinstance(error, UserError) else f"{type(error).__name__}: " \
-                    f"{one_line(error)}{_filename(error)}"
-                summary.failed.append((job.source, reason))
-                named = reason if job.source in reason else f"{job.source}: {reason}"
-                print(f"{tag} failed: {named}", file=err, flush=True)
-                continue
-            summary.done += 1
-            per_file = (clock() - start) / (summary.done + len(summary.failed))
-            left = per_file * (len(jobs) - number)
-            wrote = f"wrote {' and '.join(job.outputs)} ({clock() - began:.1f} s"
-            if keep_going:
-                print(f"{tag} {wrote}; {per_file:.1f} s/file, {_duration(left)} left)", file=out, flush=True)
-            else:
-                print(f"{wrote})", file=out, flush=True)
+                written = _failed(error)
+            if writing:
+                report(*writing)
+            writing = (i, began, written)
+            if not overlap:
+                report(*writing)
+                writing = None
+                prefetch(position + 1)
+        if writing:
+            report(*writing)
+            writing = None
+        for k in range(work[-1] + 1 if work else 0, len(jobs)):
+            summary.skipped += 1
+            print(f"{prefix}[{k + 1}/{len(jobs)}] skipped {jobs[k].source}: {jobs[k].target} exists",
+                  file=out, flush=True)
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)  # a write in flight completes: outputs stay whole
         summary.seconds = clock() - start
         stopped = summary.done + summary.skipped + len(summary.failed) < summary.total
         if keep_going:
             print(f"{prefix}{'stopped: ' if stopped else ''}{summary.line()}", file=err, flush=True)
     return summary
+
+
+class _Inline:
+    """The executor interface, running each call at once (run without overlap)."""
+
+    def submit(self, function, *args):
+        future = Future()
+        try:
+            future.set_result(function(*args))
+        except BaseException as error:
+            if not isinstance(error, (UserError, OSError)):
+                raise
+            future.set_exception(error)
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+def _failed(error):
+    future = Future()
+    future.set_exception(error)
+    return future
 
 
 def _filename(error):

@@ -131,50 +131,87 @@ def test_worker_environments_pin_gpus_and_split_threads():
 # ----------------------------------------------------------------------------- running
 
 
-def test_run_reports_bad_files_in_one_line_and_goes_on(tmp_path):
-    jobs = batch.plan([touch(tmp_path / f"{n}.npy") for n in "abcd"], str(tmp_path / "out") + "/")
+def steps(read=None, compute=None, write=None):
+    return batch.Steps(read=read or (lambda job: job.source), compute=compute or (lambda job, data: data),
+                       write=write or (lambda job, result: touch(job.target)))
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_run_reports_bad_files_in_one_line_and_goes_on(tmp_path, overlap):
+    jobs = batch.plan([touch(tmp_path / f"{n}.npy") for n in "abcde"], str(tmp_path / "out") + "/")
     batch.make_folders(jobs)
 
-    def process(job):
-        name = os.path.basename(job.source)
-        if name == "b.npy":
+    def read(job):
+        if job.source.endswith("b.npy"):
             raise ImageFileError(f"cannot read '{job.source}': truncated data")
-        if name == "c.npy":
+        return job.source
+
+    def write(job, result):
+        if job.source.endswith("c.npy"):
             raise PermissionError(13, "Permission denied", job.target)
         touch(job.target)
 
     out, err = pyio.StringIO(), pyio.StringIO()
-    summary = batch.run(jobs, process, out=out, err=err)
-    assert (summary.done, summary.skipped, len(summary.failed)) == (2, 0, 2)
+    summary = batch.run(jobs, steps(read=read, write=write), overlap=overlap, out=out, err=err)
+    assert (summary.done, summary.skipped, len(summary.failed)) == (3, 0, 2)
     lines = err.getvalue().splitlines()
-    assert lines[0] == f"[2/4] failed: cannot read '{jobs[1].source}': truncated data"
-    assert lines[1].startswith(f"[3/4] failed: {jobs[2].source}: PermissionError: Permission denied")
-    assert lines[2].startswith("done 2, skipped 0, failed 2 of 4 in ")
+    assert lines[0] == f"[2/5] failed: cannot read '{jobs[1].source}': truncated data"
+    assert lines[1].startswith(f"[3/5] failed: {jobs[2].source}: PermissionError: Permission denied")
+    assert lines[2].startswith("done 3, skipped 0, failed 2 of 5 in ")
     written = out.getvalue().splitlines()
-    assert written[0].startswith(f"[1/4] wrote {jobs[0].target} (") and "s/file" in written[0]
-    assert "left)" in written[1] and written[1].startswith("[4/4]")
+    assert [line.split("]")[0] for line in written] == ["[1/5", "[4/5", "[5/5"]
+    assert written[0].startswith(f"[1/5] wrote {jobs[0].target} (") and "s/file" in written[0] and "left)" in written[0]
 
-    # A rerun that keeps what exists computes only the rest.
-    seen = []
-    summary = batch.run(jobs, lambda job: seen.append(job.source), skip_existing=True,
-                        out=pyio.StringIO(), err=pyio.StringIO())
-    assert seen == [jobs[1].source, jobs[2].source] and summary.skipped == 2
+    # A rerun that keeps what exists computes only the rest, its lines in job order.
+    seen, out = [], pyio.StringIO()
+    summary = batch.run(jobs, steps(compute=lambda job, data: seen.append(job.source)), skip_existing=True,
+                        overlap=overlap, out=out, err=pyio.StringIO())
+    assert seen == [jobs[1].source, jobs[2].source] and summary.skipped == 3 and summary.done == 2
+    assert [line.split()[0] for line in out.getvalue().splitlines()] == [f"[{n}/5]" for n in range(1, 6)]
 
 
-def test_run_lets_programming_errors_and_single_file_errors_through(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_run_lets_programming_errors_and_single_file_errors_through(tmp_path, overlap):
     jobs = batch.plan([touch(tmp_path / "a.npy"), touch(tmp_path / "b.npy")], str(tmp_path / "out") + "/")
 
-    def broken(job):
+    def broken(job, data):
         raise TypeError("a bug")
 
     with pytest.raises(TypeError):
-        batch.run(jobs, broken, out=pyio.StringIO(), err=pyio.StringIO())
+        batch.run(jobs, steps(compute=broken), overlap=overlap, out=pyio.StringIO(), err=pyio.StringIO())
 
     def unreadable(job):
         raise ImageFileError("cannot read it")
 
     with pytest.raises(ImageFileError):
-        batch.run(jobs[:1], unreadable, keep_going=False, out=pyio.StringIO(), err=pyio.StringIO())
+        batch.run(jobs[:1], steps(read=unreadable), keep_going=False, out=pyio.StringIO(), err=pyio.StringIO())
+
+
+def test_overlap_reads_the_next_file_while_this_one_computes(tmp_path):
+    import threading
+
+    jobs = batch.plan([touch(tmp_path / f"{n}.npy") for n in "abc"], str(tmp_path / "out") + "/")
+    batch.make_folders(jobs)
+    events, lock = [], threading.Lock()
+
+    def log(what, job):
+        with lock:
+            events.append((what, os.path.basename(job.source)))
+
+    def compute(job, data):
+        log("compute", job)
+        if job.source.endswith("a.npy"):
+            for _ in range(500):  # until b's read has started, at most 5 s
+                if ("read", "b.npy") in events:
+                    break
+                threading.Event().wait(0.01)
+        log("computed", job)
+        return data
+
+    batch.run(jobs, steps(read=lambda job: log("read", job), compute=compute), overlap=True,
+              out=pyio.StringIO(), err=pyio.StringIO())
+    assert events.index(("read", "b.npy")) < events.index(("computed", "a.npy"))  # read while a computed
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.npy", "b.npy", "c.npy"]
 
 
 def test_sigterm_while_writing_leaves_no_file_and_stale_parts_are_removed(tmp_path):
@@ -313,6 +350,14 @@ def test_denoise_flags_fail_in_one_line_before_loading_anything(tmp_path, args, 
     assert os.listdir(tmp_path) == []
 
 
+def test_the_package_and_the_commands_import_without_tensorflow():
+    """TensorFlow's C++ start-up lines are silenced by TF_CPP_MIN_LOG_LEVEL only when it is set
+    before TensorFlow loads: cli/common.py sets it, so nothing before it may import TensorFlow."""
+    code = "import sys, n2s_tf, n2s_tf.cli.denoise; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
 def test_help_shows_the_commands_own_flags():
     result = run("--help")
     assert result.returncode == 0, result.stderr
@@ -366,11 +411,17 @@ def test_two_local_workers_resume_a_folder(tmp_path, tiny_export):
     with mrcfile.new(str(tmp_path / "out" / "m0.mrc")) as mrc:  # done by a killed run
         mrc.set_data(np.zeros((40, 48), np.float32))
     touch(tmp_path / "out" / ".m3.1234abcd.part.mrc", b"")  # and what it left half-written
+    with open(tmp_path / "mics" / "m4.mrc", "r+b") as f:  # old software's file: no map ID
+        f.seek(208)
+        f.write(b"    ")
     result = run(f"--input={tmp_path / 'mics'}", f"--output={tmp_path / 'out'}", f"--model={tiny_export}",
                  "--workers=2", "--skip_existing", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(wrote(result)) == [str(tmp_path / "out" / f"m{i}.mrc") for i in range(1, 5)]
     assert "skipped" in result.stdout and "exit codes 0, 0" in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "m4.mrc" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and "permissive mode" in warnings[0]
+    assert "cpu_feature_guard" not in result.stderr and "InitializeLog" not in result.stderr
     assert sorted(os.listdir(tmp_path / "out")) == [f"m{i}.mrc" for i in range(5)]
     with mrcfile.open(str(tmp_path / "out" / "m0.mrc")) as mrc:
         assert not mrc.data.any()  # kept, not computed again

@@ -39,12 +39,15 @@ def _print_help(main, argv):
     """The command's docstring and its own flags on stdout (absl's short help shows only the
     flags of __main__, which for these thin scripts has none)."""
     module = sys.modules[main.__module__]
-    print((module.__doc__ or "").strip())
     if "--helpfull" in argv:
-        print("\nflags:\n" + flags.FLAGS.get_help())
+        listing = flags.FLAGS.get_help()
     else:
         key = sys.argv[0] if main.__module__ == "__main__" else main.__module__
-        print("\nflags:\n" + flags.FLAGS.module_help(key) + "\n\n(--helpfull: also absl's own flags)")
+        listing = flags.FLAGS.module_help(key) + "\n\n(--helpfull: also absl's own flags)"
+    try:
+        print((module.__doc__ or "").strip() + "\n\nflags:\n" + listing, flush=True)
+    except BrokenPipeError:  # `--help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _flags_parser(main):

@@ -13,6 +13,7 @@ when complete. Many inputs run as a batch (n2s_tf/batch.py): a bad file is repor
 one line and the rest go on; the exit code is 1 if any failed.
 """
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -48,6 +49,8 @@ flags.DEFINE_string("preview", None, "also write an 8-bit PNG view (-3..+3 sigma
 flags.DEFINE_boolean("keep_extended_header", False, "MRC: copy the input's extended header to the output")
 flags.DEFINE_boolean("overwrite", False, "replace existing output files (inputs are never replaced)")
 flags.DEFINE_boolean("skip_existing", False, "keep outputs that exist and denoise the rest (resumes a killed run)")
+flags.DEFINE_boolean("overlap", True, "many inputs: read the next file and write the last one while this one "
+                                      "is denoised (up to 3 images in memory)")
 flags.DEFINE_string("shard", None, "I/N: denoise only inputs I, I+N, I+2N, ... of the sorted list (0-based); "
                                    "auto: I and N from Slurm (array task, or srun task)")
 flags.DEFINE_integer("workers", 1, "local worker processes, each on a shard (one GPU each where there are GPUs; "
@@ -90,8 +93,9 @@ def _denoise_all(jobs, label, many):
         print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
               f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
         _warn_about_adaptation(model)
-    summary = batch.run(jobs, lambda job: _denoise_job(job, model), FLAGS.skip_existing, label=label,
-                        keep_going=many)
+    steps = batch.Steps(read=functools.partial(_read, model=model), compute=functools.partial(_compute, model=model),
+                        write=_write)
+    summary = batch.run(jobs, steps, FLAGS.skip_existing, label=label, keep_going=many, overlap=many and FLAGS.overlap)
     return 1 if summary.failed else 0
 
 
@@ -105,19 +109,31 @@ def _warn_about_adaptation(model):
               f"model's (non-blind) solution; it usually makes such a model worse", file=sys.stderr)
 
 
-def _denoise_job(job, model):
-    """Read, denoise and write one job's outputs (those that exist are kept with --skip_existing)."""
+def _read(job, model):
     from n2s_tf import batch, io
 
     image = io.read_image(job.source)
     batch.check_fits(image, model)
+    other = io.read_image(job.half) if job.half else None
+    if other is not None and other.data.shape != image.data.shape:
+        raise ImageFileError(f"{job.half} has shape {other.data.shape}, its other half {job.source} "
+                             f"{image.data.shape}")
+    return image, other
+
+
+def _compute(job, images, model):
+    image, other = images
     denoised = _denoise(image, model)
-    if job.half:
-        other = io.read_image(job.half)
-        if other.data.shape != image.data.shape:
-            raise ImageFileError(f"{job.half} has shape {other.data.shape}, its other half {job.source} "
-                                 f"{image.data.shape}")
+    if other is not None:
         denoised = (denoised + _denoise(other, model)) / 2
+    return image, denoised
+
+
+def _write(job, result):
+    """Write the job's outputs; with --skip_existing those that exist are kept."""
+    from n2s_tf import io
+
+    image, denoised = result
     keep = FLAGS.skip_existing
     if not (keep and os.path.exists(job.target)):
         _refuse_existing(job.target)
