@@ -12,10 +12,13 @@ workstation, often straight from a RELION job's star file. The steps, in order:
 - `shard`: the I-th of N interleaved slices (inputs I, I+N, I+2N, ... of the list), so N
   Slurm array tasks, srun tasks or local `run_workers` cover every input exactly once;
   interleaving gives every shard the same mix of early and late files.
-- `run`: the jobs one by one. A file that cannot be read, written or denoised (a user
-  error or an OSError) is reported in one line and the run goes on; a programming error
-  still stops it with its traceback. One line per file (count, time, rate, ETA), also
-  when stderr is not a terminal, and a summary at the end.
+- `run`: the jobs in order, each read, computed and written (`Steps`; with overlap the
+  next file is read and the last one written in threads while one computes). A file that
+  cannot be read, written or denoised (a user error or an OSError) is reported in one
+  line and the run goes on; a programming error still stops it with its traceback. One
+  line per file (count, time, rate, time left), also when stderr is not a terminal, and
+  a summary at the end.
+- `run_workers`: K local processes of the command, one shard each, one GPU each.
 Outputs are written atomically (n2s_tf.io): a killed run leaves only complete outputs,
 so a rerun with skip_existing resumes where it stopped. Messages name the flags of
 test_single.py, whose engine this is.
@@ -383,7 +386,6 @@ def check_fits(image: io.Image, model) -> None:
                 if channels in (3, 4) and model.channels == 1 else "")
         raise ImageFileError(f"{image.source} has {channels} channels{hint}; the model takes "
                              f"{model.channels} channel(s)")
-
 
 
 @dataclass

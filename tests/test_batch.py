@@ -227,6 +227,15 @@ def test_sigterm_while_writing_leaves_no_file_and_stale_parts_are_removed(tmp_pa
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert os.listdir(tmp_path) == []
+    # A signal during TensorFlow's import arrives wrapped by the C extension's initialization.
+    try:
+        try:
+            raise common.Terminated()
+        except common.Terminated as terminated:
+            raise ImportError("initialization failed") from terminated
+    except ImportError as wrapped:
+        assert isinstance(common._interruption(wrapped), common.Terminated)
+    assert common._interruption(ImportError("no module")) is None
     # What SIGKILL leaves: a hidden part file of the target; the next write of it removes it,
     # and leaves other targets' part files alone.
     stale, other = touch(tmp_path / ".a.0badc0de.part.npy"), touch(tmp_path / ".b.0badc0de.part.npy")

@@ -31,6 +31,25 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _interruption(error):
+    """The KeyboardInterrupt or Terminated that caused `error`, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (KeyboardInterrupt, Terminated)):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _exit_interrupted(error):
+    if isinstance(error, Terminated):
+        print("terminated", file=sys.stderr)
+        sys.exit(143)
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
@@ -80,12 +99,15 @@ def run_main(main):
         except USER_ERRORS as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
-        except Terminated:
-            print("terminated", file=sys.stderr)
-            sys.exit(143)
+        except Exception as error:
+            # Ctrl-C or SIGTERM while a C extension initializes (TensorFlow's import) arrives
+            # wrapped, e.g. as ImportError("initialization failed"); anything else is a bug.
+            cause = _interruption(error)
+            if cause is None:
+                raise
+            _exit_interrupted(cause)
+        except (KeyboardInterrupt, Terminated) as error:
+            _exit_interrupted(error)
 
     app.run(guarded, flags_parser=_flags_parser(main))
 
