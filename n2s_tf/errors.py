@@ -32,6 +32,12 @@ class RepairedPixelsWarning(UserWarning):
     saying how many. The command-line programs print it as `warning: ...`."""
 
 
+class Terminated(BaseException):
+    """SIGTERM (kill, a scheduler's time limit) raised in Python by the command-line programs,
+    so that it unwinds like Ctrl-C: files being written are removed (writes go through
+    temporary names) and a training run names its last checkpoint."""
+
+
 def one_line(error: BaseException) -> str:
     """An exception's message on one line (library messages may span several); for an
     OSError its reason alone, since the path is already named by the caller."""

@@ -7,6 +7,7 @@ kill, a full disk or an error never leaves a half-written file under the real na
 
 import contextlib
 import os
+import re
 import secrets
 
 
@@ -18,13 +19,27 @@ def part_name(path: str) -> str:
     return os.path.join(folder, f".{stem}.{secrets.token_hex(4)}.part{ext}")
 
 
+def remove_stale_parts(path: str) -> None:
+    """Remove temporary files of `path` left by a killed writer (SIGKILL, power loss): a target
+    is written by one process at a time, so any part file of it is stale."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    pattern = re.compile(rf"\.{re.escape(stem)}\.[0-9a-f]{{8}}\.part{re.escape(ext)}")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if pattern.fullmatch(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
+
+
 @contextlib.contextmanager
 def atomic_path(path, make_folder: bool = False):
     """Yield a temporary name next to `path`; move it onto `path` only if the block succeeds,
-    else remove it and re-raise."""
+    else remove it and re-raise. Stale part files of `path` from a killed writer go first."""
     path = os.fspath(path)
     if make_folder:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    remove_stale_parts(path)
     temporary = part_name(path)
     try:
         yield temporary

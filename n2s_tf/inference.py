@@ -141,17 +141,28 @@ def _predict_tta(predict_fn, batch):
 
 
 class _Progress:
-    """One self-overwriting stderr line: tiles done / total, elapsed, time left."""
+    """Tiles done / total, elapsed, time left: one self-overwriting line on a terminal; else
+    (a batch job's log) a line every `every` seconds, none for a prediction shorter than that."""
 
-    def __init__(self, total):
-        self.total, self.start = total, time.monotonic()
+    def __init__(self, total, every=60.0, stream=None, clock=time.monotonic):
+        self.stream = stream or sys.stderr
+        self.total, self.every, self.clock = total, every, clock
+        self.start = self.last = clock()
+        self.tty = self.stream.isatty()
 
     def update(self, done):
-        elapsed = time.monotonic() - self.start
+        now = self.clock()
+        elapsed = now - self.start
         left = elapsed / done * (self.total - done)
-        end = "\n" if done == self.total else ""
-        sys.stderr.write(f"\rtiles {done}/{self.total}  elapsed {elapsed:.1f} s  left {left:.1f} s{end}")
-        sys.stderr.flush()
+        line = f"tiles {done}/{self.total}  elapsed {elapsed:.1f} s  left {left:.1f} s"
+        if self.tty:
+            self.stream.write(f"\r{line}" + ("\n" if done == self.total else ""))
+        elif now - self.last >= self.every and done < self.total:
+            self.stream.write(line + "\n")
+            self.last = now
+        else:
+            return
+        self.stream.flush()
 
 
 def predict_tiled(predict_fn, image, stride, receptive_field, tile=None, max_memory=None,

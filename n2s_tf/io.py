@@ -14,7 +14,6 @@ import contextlib
 import glob
 import math
 import os
-import secrets
 import warnings
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
+from n2s_tf import files
 from n2s_tf.errors import ImageFileError, one_line
 
 PIL_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -258,22 +258,17 @@ def _mrc_size_problem(path, header) -> str | None:
 
 @contextlib.contextmanager
 def _atomic_target(path, overwrite):
-    """Yield a temporary name next to `path`; move it onto `path` only on success."""
+    """files.atomic_path for an image: refuses an existing file unless `overwrite`, and a
+    failed write is an ImageFileError naming the file."""
     if os.path.exists(path) and not overwrite:
         raise ImageFileError(f"cannot write '{path}': file exists (pass overwrite=True to replace it)")
-    folder, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    # Hidden, and ending in the real extension so every writer picks the right format.
-    temporary = os.path.join(folder, f".{stem}.{secrets.token_hex(4)}.part{ext}")
     try:
-        yield temporary
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        if isinstance(error, (OSError, ValueError, TypeError)) and not isinstance(error, ImageFileError):
-            raise ImageFileError(f"cannot write '{path}': {one_line(error)}") from error
-        raise
+        with files.atomic_path(path) as temporary:
+            yield temporary
+    except (OSError, ValueError, TypeError) as error:
+        if isinstance(error, ImageFileError):
+            raise
+        raise ImageFileError(f"cannot write '{path}': {one_line(error)}") from error
 
 
 def _to_uint8(array, low, high) -> np.ndarray:

@@ -26,7 +26,7 @@ import tensorflow as tf
 from n2s_tf import checkpoints, distribute, files, metrics
 from n2s_tf import data as data_lib
 from n2s_tf.config import TrainConfig
-from n2s_tf.errors import ConfigError, UserError, one_line
+from n2s_tf.errors import ConfigError, Terminated, UserError, one_line
 from n2s_tf.inference import denoise_array
 from n2s_tf.training import build_denoiser, current_step, make_optimizer
 
@@ -250,8 +250,8 @@ def _train(config, strategy, chief, export):
         try:
             model.fit(dataset, epochs=math.ceil(config.steps / every), initial_epoch=start // every,
                       steps_per_epoch=every, callbacks=[monitor], verbose=0, shuffle=False)
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI makes it one)
-            raise KeyboardInterrupt(f"at step {current_step(optimizer)}; {last_checkpoint(manager)}") from None
+        except (KeyboardInterrupt, Terminated) as stop:  # Ctrl-C, or SIGTERM in the CLI
+            raise type(stop)(f"at step {current_step(optimizer)}; {last_checkpoint(manager)}") from None
     result = {"model": model, "history": monitor.history, "model_dir": model_dir, "export_dir": None}
     if export and not exported:
         path = _export(model.network, metadata(config, model.network, current_step(optimizer)),

@@ -226,3 +226,12 @@ def test_cli_missing_clean_file_is_one_line_exit_2(folders):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "im1.npy" in result.stderr, result.stderr
     assert not (folders / "results").exists()
+
+
+@pytest.mark.parametrize("spec,words", [("gaussian:sigma=abc", "sigma='abc' is not a number"),
+                                        ("gaussian:sgma=1", "gaussian has no parameter 'sgma'")])
+def test_cli_bad_baseline_parameter_is_one_line_exit_2(folders, spec, words):
+    result = run_cli(f"--noisy={folders / 'noisy'}", f"--clean={folders / 'clean'}",
+                     f"--baselines={spec}", f"--out={folders / 'results'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and words in result.stderr, result.stderr

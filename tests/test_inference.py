@@ -1,10 +1,13 @@
 """Tests of tiled prediction: tiled == whole, padding, tile choice, TTA, scale restoring."""
 
+import io
+
 import keras
 import numpy as np
 import pytest
 
 from n2s_tf.inference import (
+    _Progress,
     choose_tile,
     context_size,
     crop,
@@ -251,11 +254,35 @@ def test_denoise_array_restores_scale():
     np.testing.assert_allclose(denoise_array(lambda b: b, volume, 2, 5), volume, rtol=1e-5, atol=1e-5)
 
 
-def test_progress_line_only_when_asked(capsys):
+def test_progress_only_when_asked_and_none_in_a_log_for_a_short_prediction(capsys):
     image = np.zeros((64, 64, 1), np.float32)
     predict_tiled(lambda b: b, image, 4, 9, tile=32)
     assert capsys.readouterr().err == ""
-    predict_tiled(lambda b: b, image, 4, 9, tile=32, progress=True)
-    err = capsys.readouterr().err
-    assert err.startswith("\rtiles 1/4") and "\rtiles 4/4" in err and err.endswith("\n")
-    assert "elapsed" in err and "left" in err
+    predict_tiled(lambda b: b, image, 4, 9, tile=32, progress=True)  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_overwrites_on_a_terminal_and_prints_periodic_lines_in_a_log():
+    class Stream(io.StringIO):
+        def __init__(self, tty):
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    now = [0.0]
+    terminal = Stream(True)
+    meter = _Progress(3, stream=terminal, clock=lambda: now[0])
+    for done in (1, 2, 3):
+        now[0] += 1
+        meter.update(done)
+    text = terminal.getvalue()
+    assert text.startswith("\rtiles 1/3") and text.endswith("\rtiles 3/3  elapsed 3.0 s  left 0.0 s\n")
+    now[0], log = 0.0, Stream(False)
+    meter = _Progress(100, every=60, stream=log, clock=lambda: now[0])
+    for done in range(1, 101):
+        now[0] += 5  # 500 s in all: a line after 60, 120, ... 480 s
+        meter.update(done)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 8 and lines[0] == "tiles 12/100  elapsed 60.0 s  left 440.0 s"

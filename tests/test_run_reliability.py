@@ -235,8 +235,8 @@ def test_sigterm_stops_training_cleanly_and_resumably(tmp_path, data):
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     err = process.communicate(timeout=120)[1]
-    assert process.returncode == 130, err[-2000:]
+    assert process.returncode == 143, err[-2000:]
     assert "Traceback" not in err
-    assert [line for line in err.splitlines() if line.startswith("interrupted: at step ")], err[-2000:]
+    assert [line for line in err.splitlines() if line.startswith("terminated: at step ")], err[-2000:]
     assert "the last complete checkpoint is" in err and "continue with --resume" in err
     assert checkpoints.complete_checkpoints(str(model_dir / "checkpoints"))

@@ -1,47 +1,92 @@
-"""What every command shares: flag parsing and user errors as one line with exit code 2."""
+"""What every command shares: flag parsing, --help, user errors as one line with exit code 2,
+warnings as one line, and Ctrl-C / SIGTERM unwinding so that no partial file is left.
+
+The package imports TensorFlow lazily (n2s_tf/__init__.py), so this module runs before it
+whatever imports the command, and its C++ start-up lines (cpu_feature_guard, "All log
+messages before absl::InitializeLog()") stay off the terminal.
+"""
 
 import os
 import signal
 import sys
 import warnings
 
-# Before TensorFlow is imported: keep its C++ start-up chatter off the user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from n2s_tf.errors import ConfigError, RepairedPixelsWarning, UserError  # noqa: E402
+from n2s_tf.errors import ConfigError, RepairedPixelsWarning, Terminated, UserError  # noqa: E402
 
 # User mistakes print as one line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError)
-_show_warning = warnings.showwarning
+HELP_ARGUMENTS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 
 
-def _show_user_warning(message, category, filename, lineno, file=None, line=None):
-    """Warnings about the user's data as one `warning: ...` line, without source location."""
-    if issubclass(category, RepairedPixelsWarning):
-        print(f"warning: {message}", file=sys.stderr)
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _interruption(error):
+    """The KeyboardInterrupt or Terminated that caused `error`, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (KeyboardInterrupt, Terminated)):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _exit_interrupted(error):
+    """One line, with what is left to resume when the stopped code said so (a training run
+    names its last checkpoint); 143 for SIGTERM, 130 for Ctrl-C, as a shell reports them."""
+    word, code = ("terminated", 143) if isinstance(error, Terminated) else ("interrupted", 130)
+    print(f"{word}{': ' if str(error) else ''}{error}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _print_help(main, argv):
+    """The command's docstring and its own flags on stdout (absl's short help shows only the
+    flags of __main__, which for these thin scripts has none)."""
+    module = sys.modules[main.__module__]
+    if "--helpfull" in argv:
+        listing = flags.FLAGS.get_help()
     else:
-        _show_warning(message, category, filename, lineno, file, line)
-
-
-def _parse_flags(argv):
+        key = sys.argv[0] if main.__module__ == "__main__" else main.__module__
+        listing = flags.FLAGS.module_help(key) + "\n\n(--helpfull: also absl's own flags)"
     try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        print((module.__doc__ or "").strip() + "\n\nflags:\n" + listing, flush=True)
+    except BrokenPipeError:  # `--help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _flags_parser(main):
+    def parse(argv):
+        if any(arg in HELP_ARGUMENTS for arg in argv[1:]):
+            _print_help(main, argv)
+            sys.exit(0)
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return parse
 
 
 def run_main(main):
-    """app.run(main), with flag errors and user mistakes printed as one line, exit code 2."""
+    """app.run(main), with flag errors and user mistakes printed as one line, exit code 2;
+    Ctrl-C exits 130, SIGTERM 143, both after removing partial files."""
 
     def guarded(argv):
         logging.set_verbosity(logging.WARNING)
-        warnings.showwarning = _show_user_warning
+        warnings.showwarning = _one_line_warning
         warnings.simplefilter("always", RepairedPixelsWarning)  # every image that had them, not the first only
-        # SIGTERM (kill, a batch scheduler) ends a command as cleanly as Ctrl-C does.
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, _terminate)
         if len(argv) > 1:
             print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)", file=sys.stderr)
             sys.exit(2)
@@ -50,15 +95,17 @@ def run_main(main):
         except USER_ERRORS as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt as error:  # its message, if any, says what is left to resume
-            print(f"interrupted{': ' if str(error) else ''}{error}", file=sys.stderr)
-            sys.exit(130)
+        except Exception as error:
+            # Ctrl-C or SIGTERM while a C extension initializes (TensorFlow's import) arrives
+            # wrapped, e.g. as ImportError("initialization failed"); anything else is a bug.
+            cause = _interruption(error)
+            if cause is None:
+                raise
+            _exit_interrupted(cause)
+        except (KeyboardInterrupt, Terminated) as error:
+            _exit_interrupted(error)
 
-    app.run(guarded, flags_parser=_parse_flags)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    app.run(guarded, flags_parser=_flags_parser(main))
 
 
 def parse_ints(text: str, flag: str) -> tuple:

@@ -3,28 +3,31 @@
     python test_single.py                                    # the shipped example image
     python test_single.py --input=mic.mrc --output=mic_dn.mrc --preview=mic_dn.png
     python test_single.py --input='mics/*.mrc' --output=denoised/ --tta
+    python test_single.py --input=MotionCorr/job002/corrected_micrographs.star --output=Denoise/
+    python test_single.py --input='mics/*.mrc' --output=denoised/ --skip_existing --shard=auto  # Slurm array
 
 The output format follows the output's extension: MRC keeps the input's header
 (voxel size, origin, axis order; statistics recomputed), TIFF and NPY keep float32
 values unclipped, PNG is 8-bit. Inputs are never overwritten; outputs appear only
-when complete.
+when complete. Many inputs run as a batch (n2s_tf/batch.py): a bad file is reported in
+one line and the rest go on; the exit code is 1 if any failed.
 """
 
+import functools
 import os
 import sys
-import time
 from pathlib import Path
 
 from absl import flags
 
 from n2s_tf.cli.common import run_main
-from n2s_tf.config import METHODS
-from n2s_tf.errors import ConfigError
+from n2s_tf.errors import ImageFileError
 
 FLAGS = flags.FLAGS
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "noisy_camera.png"
 
-flags.DEFINE_string("input", None, "image file, folder or glob (default: the shipped example image)")
+flags.DEFINE_string("input", None, "image file, folder, glob or RELION micrographs .star file "
+                                   "(default: the shipped example image)")
 flags.DEFINE_string("input_b", None, "Noise2Noise: the other halves (odd sums) of --input, same file names; "
                                      "each half is denoised and the two are averaged")
 flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
@@ -45,65 +48,106 @@ flags.DEFINE_boolean("calibrate", False, "mix prediction and input per Fourier r
 flags.DEFINE_string("preview", None, "also write an 8-bit PNG view (-3..+3 sigma); a folder for many inputs")
 flags.DEFINE_boolean("keep_extended_header", False, "MRC: copy the input's extended header to the output")
 flags.DEFINE_boolean("overwrite", False, "replace existing output files (inputs are never replaced)")
+flags.DEFINE_boolean("skip_existing", False, "keep outputs that exist and denoise the rest (resumes a killed run)")
+flags.DEFINE_boolean("overlap", True, "many inputs: read the next file and write the last one while this one "
+                                      "is denoised (up to 3 images in memory)")
+flags.DEFINE_string("shard", None, "I/N: denoise only inputs I, I+N, I+2N, ... of the sorted list (0-based); "
+                                   "auto: I and N from Slurm (array task, or srun task)")
+flags.DEFINE_integer("workers", 1, "local worker processes, each on a shard (one GPU each where there are GPUs; "
+                                   "CPU threads split between them); 0 = one per GPU", lower_bound=0)
 
-
-def output_paths(inputs, output, suffix="_denoised"):
-    """Where each input's result goes; refuses to write over an input."""
-    many = len(inputs) > 1 or (output is not None and (output.endswith(os.sep) or os.path.isdir(output)))
-    paths = []
-    for path in inputs:
-        name = Path(path)
-        if output is None:
-            target = Path.cwd() / f"{name.stem}{suffix}{name.suffix}"
-        elif many:
-            target = Path(output) / name.name
-        else:
-            target = Path(output)
-        if target.resolve() == name.resolve():
-            raise ConfigError(f"the output {target} would overwrite its input; choose another --output")
-        paths.append(str(target))
-    return paths
+flags.register_validator("tile", lambda v: v is None or v > 0, "must be a positive number of pixels")
+flags.register_validator("max_memory", lambda v: 0 < v < float("inf"), "must be a positive number of GB")
 
 
 def main(argv):
-    from n2s_tf import api, io
+    from n2s_tf import batch
 
-    inputs = io.list_inputs(FLAGS.input) if FLAGS.input else [str(EXAMPLE)]
-    outputs = output_paths(inputs, FLAGS.output)
-    previews = output_paths(inputs, FLAGS.preview, suffix="_preview") if FLAGS.preview else [None] * len(inputs)
-    previews = [p and str(Path(p).with_suffix(".png")) for p in previews]
-    for target in outputs:
-        if os.path.exists(target) and not FLAGS.overwrite:
-            raise ConfigError(f"{target} exists; pass --overwrite to replace it")
-    if FLAGS.output and len(inputs) > 1:
-        os.makedirs(FLAGS.output, exist_ok=True)
-    if FLAGS.preview and len(inputs) > 1:
-        os.makedirs(FLAGS.preview, exist_ok=True)
+    inputs, star = batch.list_inputs(FLAGS.input) if FLAGS.input is not None else ([str(EXAMPLE)], None)
+    jobs = batch.plan(inputs, FLAGS.output, FLAGS.preview, FLAGS.input_b)
+    star_path = batch.star_output_path(star, jobs) if star else None
+    index, count = batch.parse_shard(FLAGS.shard)
+    mine = batch.shard(jobs, index, count)
+    batch.check_existing(mine, FLAGS.overwrite, FLAGS.skip_existing)
+    batch.make_folders(mine)
+    workers = FLAGS.workers or max(1, len(batch.visible_gpus()))
+    if workers > 1:
+        code = batch.run_workers(_flags_for_workers(), workers, index, count)
+    else:
+        code = _denoise_all(mine, label=f"shard {index}/{count}" if count > 1 else "", many=len(jobs) > 1)
+    if star:
+        listed = batch.write_star(star, jobs, star_path)
+        print(f"wrote {star_path} ({listed} of {len(jobs)} micrographs)", file=sys.stderr, flush=True)
+    sys.exit(code)
 
-    model = api.load_model(FLAGS.model or api.default_model_path(inputs[0]), precision=FLAGS.precision)
-    print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
-          f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
+
+def _denoise_all(jobs, label, many):
+    """Denoise this process's jobs; the exit code: 1 if any failed. The model is loaded only
+    when there is work (a resumed run that is complete costs no start-up)."""
+    from n2s_tf import api, batch
+
+    pending = [job for job in jobs if not (FLAGS.skip_existing and job.complete())]
+    model = None
+    if pending:
+        model = api.load_model(FLAGS.model or api.default_model_path(pending[0].source), precision=FLAGS.precision)
+        print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
+              f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
+        _warn_about_adaptation(model)
+    steps = batch.Steps(read=functools.partial(_read, model=model), compute=functools.partial(_compute, model=model),
+                        write=_write)
+    summary = batch.run(jobs, steps, FLAGS.skip_existing, label=label, keep_going=many, overlap=many and FLAGS.overlap)
+    return 1 if summary.failed else 0
+
+
+def _warn_about_adaptation(model):
+    from n2s_tf.config import METHODS
+
     if FLAGS.adapt_steps and METHODS[model.metadata["method"]].target:
         # Masked self-supervised steps pull a supervised model toward the blind-spot solution (its
         # loss is in docs/benchmarks.md); a residual network is refused by adapt.adapt.
         print(f"warning: --adapt_steps fine-tunes self-supervised, away from this {model.metadata['method']} "
               f"model's (non-blind) solution; it usually makes such a model worse", file=sys.stderr)
-    for source, target, preview in zip(inputs, outputs, previews):
-        start = time.time()
-        image = io.read_image(source)
-        denoised = _denoise(image, model)
-        if FLAGS.input_b:
-            half = os.path.join(FLAGS.input_b, os.path.basename(source))
-            other = io.read_image(half)
-            if other.data.shape != image.data.shape:
-                raise ConfigError(f"{half} has shape {other.data.shape}, its other half {source} {image.data.shape}")
-            denoised = (denoised + _denoise(other, model)) / 2
-        io.write_image(target, denoised, like=image, keep_extended_header=FLAGS.keep_extended_header,
+
+
+def _read(job, model):
+    from n2s_tf import batch, io
+
+    image = io.read_image(job.source)
+    batch.check_fits(image, model)
+    other = io.read_image(job.half) if job.half else None
+    if other is not None and other.data.shape != image.data.shape:
+        raise ImageFileError(f"{job.half} has shape {other.data.shape}, its other half {job.source} "
+                             f"{image.data.shape}")
+    return image, other
+
+
+def _compute(job, images, model):
+    image, other = images
+    denoised = _denoise(image, model)
+    if other is not None:
+        denoised = (denoised + _denoise(other, model)) / 2
+    return image, denoised
+
+
+def _write(job, result):
+    """Write the job's outputs; with --skip_existing those that exist are kept."""
+    from n2s_tf import io
+
+    image, denoised = result
+    keep = FLAGS.skip_existing
+    if not (keep and os.path.exists(job.target)):
+        _refuse_existing(job.target)
+        io.write_image(job.target, denoised, like=image, keep_extended_header=FLAGS.keep_extended_header,
                        overwrite=FLAGS.overwrite)
-        if preview:
-            io.write_preview(preview, denoised, overwrite=FLAGS.overwrite)
-        print(f"wrote {target}" + (f" and {preview}" if preview else "") +
-              f" ({time.time() - start:.1f} s)")
+    if job.preview and not (keep and os.path.exists(job.preview)):
+        _refuse_existing(job.preview)
+        io.write_preview(job.preview, denoised, overwrite=FLAGS.overwrite)
+
+
+def _refuse_existing(path):
+    # Checked for all outputs before the run; this catches a file that appeared since.
+    if os.path.exists(path) and not FLAGS.overwrite:
+        raise ImageFileError(f"{path} appeared during the run; pass --overwrite to replace it")
 
 
 def _denoise(image, model):
@@ -116,7 +160,18 @@ def _denoise(image, model):
                   adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method, calibrate=FLAGS.calibrate)
     if image.kind == "stack":
         return np.stack([api.denoise(plane, model, **tiling) for plane in image.data])
-    return api.denoise(image.data, model, progress=sys.stderr.isatty(), **tiling)
+    return api.denoise(image.data, model, progress=True, **tiling)
+
+
+def _flags_for_workers():
+    """This run's flags as given, for the worker processes (which get their own --shard, --workers)."""
+    seen, arguments = set(), []
+    for name in FLAGS:
+        flag = FLAGS[name]
+        if flag.present and id(flag) not in seen and flag.name not in ("shard", "workers"):
+            seen.add(id(flag))
+            arguments.append(flag.serialize())
+    return arguments
 
 
 def run():

@@ -33,20 +33,32 @@ flags.DEFINE_enum("standardized", "auto", ["auto", "true", "false"],
 
 
 def parse_baseline(spec: str):
-    """'fourier_lowpass:cutoff=0.05' -> baseline_denoiser('fourier_lowpass', cutoff=0.05)."""
+    """'fourier_lowpass:cutoff=0.05' -> baseline_denoiser('fourier_lowpass', cutoff=0.05); the
+    parameters are checked here (names of the filter's, numeric values), not mid-evaluation."""
+    import inspect
+
+    from n2s_tf.baselines import BASELINES
     from n2s_tf.errors import ConfigError
     from n2s_tf.evaluate import baseline_denoiser
 
     name, *items = spec.split(":")
+    if name not in BASELINES:
+        raise ConfigError(f"--baselines: unknown baseline {name!r}; choose from: {', '.join(BASELINES)}")
+    known = [p for p in inspect.signature(BASELINES[name]).parameters if p != "image"]
     params = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--baselines item {spec!r}: {item!r} is not param=value")
+        if key not in known:
+            raise ConfigError(f"--baselines item {spec!r}: {name} has no parameter {key!r} "
+                              f"(it has: {', '.join(known)})")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
-            params[key] = value
+            params[key] = None
+        if isinstance(params[key], bool) or not isinstance(params[key], (int, float)):
+            raise ConfigError(f"--baselines item {spec!r}: {key}={value!r} is not a number")
     return baseline_denoiser(name, **params)
 
 
