@@ -115,7 +115,7 @@ def blind_spot(model, adapt_steps: int = 0) -> bool:
 
 def noise_is_correlated(image: np.ndarray, ndim: int) -> bool:
     """Whether any channel of a (*spatial, C) image has correlated noise (`n2s_tf.noise` verdict);
-    False for an image too small to tell."""
+    False for an image too small to tell (verdict "unknown")."""
     from n2s_tf.noise import MIN_TILE, noise_report
 
     if min(image.shape[:ndim]) < MIN_TILE:

@@ -26,6 +26,9 @@ MAX_TILES = 512  # periodograms combined at most (evenly spread tiles); bounds t
 # |autocorrelation at lag 1| above this along any axis: the noise is "correlated". White noise on
 # a 1024 px micrograph gives about 0.01; the blind-spot methods start to pass noise well above it.
 CORRELATED_LAG1 = 0.1
+# Fewer pixels than this: verdict "unknown" (one tile's lag-1 estimate is too noisy to tell; on
+# 128 x 128 pixels of white noise its spread is about 0.01, a tenth of CORRELATED_LAG1).
+MIN_VERDICT_PIXELS = 128 * 128
 LAGS = (1, 2, 3)
 
 
@@ -123,7 +126,8 @@ def noise_report(image, ndim=None, **spectrum_options):
     """Characterize the noise of one image: a dict with
 
     spectrum (tile grid), radial (frequencies, power), lags {axis: [lag 1, 2, 3]},
-    lag1 (largest |lag-1| over axes), verdict "white" or "correlated" (lag1 > CORRELATED_LAG1),
+    lag1 (largest |lag-1| over axes), verdict "white" or "correlated" (lag1 > CORRELATED_LAG1;
+    "unknown" for images of fewer than MIN_VERDICT_PIXELS pixels),
     power_ratio (radial power near 0.1 over near 0.5 cycles/px, how much the spectrum falls).
     """
     spectrum = noise_spectrum(image, ndim, **spectrum_options)
@@ -131,8 +135,11 @@ def noise_report(image, ndim=None, **spectrum_options):
     lag1 = max(abs(v[0]) for v in lags.values())
     freqs, power = radial_profile(spectrum)
     ratio = float(np.interp(0.1, freqs, power) / max(np.interp(0.5, freqs, power), 1e-30))
+    verdict = "correlated" if lag1 > CORRELATED_LAG1 else "white"
+    if np.size(image) < MIN_VERDICT_PIXELS:
+        verdict = "unknown"
     return {"spectrum": spectrum, "radial": (freqs, power), "lags": lags, "lag1": lag1,
-            "verdict": "correlated" if lag1 > CORRELATED_LAG1 else "white", "power_ratio": ratio}
+            "verdict": verdict, "power_ratio": ratio}
 
 
 def summary_line(report, axis_names=None):

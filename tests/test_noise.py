@@ -90,3 +90,9 @@ def test_summary_line():
     line = noise.summary_line(noise.noise_report(x))
     assert line.startswith("noise correlated: autocorrelation at lags 1/2/3 y 0.")
     assert " x 0." in line and "cycles/px" in line
+
+
+def test_small_images_get_no_verdict():
+    x = filtered((100, 100), [0.4, 1.0, 0.4], axes=(0, 1))  # correlated, but under MIN_VERDICT_PIXELS
+    report = noise.noise_report(x)
+    assert report["lag1"] > 0.4 and report["verdict"] == "unknown"

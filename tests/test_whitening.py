@@ -99,7 +99,9 @@ def test_api_whitens_correlated_noise_for_blind_spot_models_only(blind_spot_expo
     assert np.array_equal(n2s_tf.denoise(white, blind), n2s_tf.denoise(white, blind, whiten=False))
     assert np.array_equal(n2s_tf.denoise(correlated, supervised), n2s_tf.denoise(correlated, supervised,
                                                                                  whiten=False))
-    assert n2s_tf.denoise(np.ones((5, 5), np.float32), blind).shape == (5, 5)  # too small to tell: not whitened
+    assert n2s_tf.denoise(np.ones((5, 5), np.float32), blind).shape == (5, 5)  # too small to measure
+    small = correlated[:64, :100]  # verdict "unknown": not whitened
+    assert np.array_equal(n2s_tf.denoise(small, blind), n2s_tf.denoise(small, blind, whiten=False))
     with pytest.raises(ConfigError, match="whiten"):
         n2s_tf.denoise(white, blind, whiten="yes")
 
@@ -109,7 +111,7 @@ def test_cli_reports_noise_and_warns_when_whitening_is_off(tmp_path, blind_spot_
 
     from n2s_tf import io
 
-    image = (synthetic.correlated_noise((96, 96), 0.6, rng=6) * 5 + 100).astype(np.float32)
+    image = (synthetic.correlated_noise((128, 128), 0.6, rng=6) * 5 + 100).astype(np.float32)
     io.write_image(str(tmp_path / "mic.tif"), image[..., None])
     result = run("test_single.py", f"--input={tmp_path / 'mic.tif'}", f"--output={tmp_path / 'out.tif'}",
                  f"--model={blind_spot_export[0]}", "--report_noise")
@@ -122,3 +124,33 @@ def test_cli_reports_noise_and_warns_when_whitening_is_off(tmp_path, blind_spot_
     assert "correlated noise (lag 1 0." in result.stderr and "--whiten=off" in result.stderr
     on, off = (io.read_image(str(tmp_path / f)).data for f in ("out.tif", "off.tif"))
     assert not np.allclose(on, off, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (130, 200), (6, 40)])
+def test_graph_gain_equals_numpy(shape):
+    x = (synthetic.correlated_noise(shape, 0.6, rng=7) * 4 + 10).astype(np.float32)
+    ones = np.ones((shape[0], shape[1] // 2 + 1))
+    correlated = noise.noise_report(x)["verdict"] == "correlated" if min(shape) >= noise.MIN_TILE else False
+    assert np.array_equal(whitening.graph_gain(x).numpy(), ones) != correlated  # auto follows the verdict
+    if min(shape) < noise.MIN_TILE:
+        return
+    graph = whitening.graph_gain(x, auto=False).numpy()
+    expected = whitening.whitening_filter(noise.noise_spectrum(x), shape)
+    assert np.allclose(graph, expected, rtol=1e-3, atol=1e-4)
+    white = np.random.default_rng(8).normal(size=shape).astype(np.float32)
+    assert np.array_equal(whitening.graph_gain(white).numpy(), ones)  # auto: left alone
+    back = whitening.graph_filter(whitening.graph_filter(x, graph, 10.0), graph, 10.0, inverse=True).numpy()
+    assert np.allclose(back, x, atol=1e-3)
+
+
+def test_serving_signature_whitens_as_api_denoise(blind_spot_export):
+    import n2s_tf
+
+    blind, supervised = (n2s_tf.load_model(p) for p in blind_spot_export)
+    assert blind.metadata["serving_whiten"] == "auto" and supervised.metadata["serving_whiten"] == "off"
+    image = (synthetic.correlated_noise((128, 144), 0.6, rng=9) * 5 + 100).astype(np.float32)
+    served = blind.serve(image[None, ..., None])[0, ..., 0]
+    assert np.allclose(served, n2s_tf.denoise(image, blind), atol=2e-3 * image.std())
+    assert not np.allclose(served, n2s_tf.denoise(image, blind, whiten=False), atol=2e-3 * image.std())
+    white = np.random.default_rng(10).normal(100, 5, (64, 64)).astype(np.float32)
+    assert np.allclose(blind.serve(white[None, ..., None])[0, ..., 0], n2s_tf.denoise(white, blind), atol=1e-2)
