@@ -154,3 +154,11 @@ def test_serving_signature_whitens_as_api_denoise(blind_spot_export):
     assert not np.allclose(served, n2s_tf.denoise(image, blind, whiten=False), atol=2e-3 * image.std())
     white = np.random.default_rng(10).normal(100, 5, (64, 64)).astype(np.float32)
     assert np.allclose(blind.serve(white[None, ..., None])[0, ..., 0], n2s_tf.denoise(white, blind), atol=1e-2)
+
+
+def test_volumes_whiten_in_3d():
+    volume = (synthetic.correlated_noise((40, 48, 56), 0.5, rng=11) + 3)[..., None].astype(np.float32)
+    seen = []
+    out = whitening.denoise_whitened(lambda x: seen.append(x) or x, volume, ndim=3)
+    assert np.allclose(out, volume, atol=1e-3)
+    assert noise.noise_report(seen[0][..., 0], low_cut=0)["lag1"] < 0.1 < noise.noise_report(volume[..., 0])["lag1"]
