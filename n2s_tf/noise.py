@@ -33,8 +33,8 @@ LAGS = (1, 2, 3)
 
 
 def _as_planes(image, ndim):
-    """(N, *spatial) float64 view: a stack or a batch of planes/volumes of `ndim` spatial axes."""
-    image = np.asarray(image, dtype=np.float64)
+    """(N, *spatial) view (the input's dtype: no float64 copy of a 4k micrograph) of `ndim` spatial axes."""
+    image = np.asarray(image)
     ndim = image.ndim if ndim is None else ndim
     if ndim not in (2, 3) or image.ndim < ndim:
         raise ValueError(f"expected an image with 2 or 3 spatial axes, got shape {image.shape} (ndim={ndim})")
@@ -48,7 +48,7 @@ def _tiles(planes, tile, max_tiles):
     corners = [(p,) + idx for p in range(len(planes)) for idx in np.ndindex(*grid)]
     step = max(1, math.ceil(len(corners) / max_tiles))
     return np.stack([planes[(c[0],) + tuple(slice(i * tile, (i + 1) * tile) for i in c[1:])]
-                     for c in corners[::step]]), ndim
+                     for c in corners[::step]]).astype(np.float64), ndim
 
 
 def _hann(tile, ndim):
