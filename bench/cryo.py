@@ -5,13 +5,24 @@
         --methods=n2n,n2v,n2s,n2sp,lowpass0.05,lowpass0.001,gaussian2 --out=runs/snr_sweep
 
 For each SNR one micrograph of randomly oriented copies of the PDB model is simulated
-(CTF-modulated, white noise; with an independent second noise draw for N2N, like the
-even/odd frame sums of a movie). Methods, all scored standardized against the clean image
+(CTF-modulated, white noise, or correlated noise with --noise_lag1 (its autocorrelation at
+lag 1, as detector blur and Fourier cropping give; synthetic.correlated_noise); with an
+independent second noise draw for N2N, like the even/odd frame sums of a movie).
+
+    python bench/cryo.py --noise_lag1=0.6 --methods=gaussian2,cryoem_nowhiten,cryoem,cryoem_tta,topaz \
+        --out=runs/cryo_lag0.6                              # correlated noise: about 15 min
+
+The column resid_lag1 is the autocorrelation at lag 1 of each residual (input - output), measured
+as n2s_tf.noise measures an image's noise; on the noisy row it is that of the true noise
+(noisy - clean). A denoiser that removes the correlated part of the noise leaves a residual as
+correlated as the noise. Methods, all scored standardized against the clean image
 (PSNR, cross-correlation, FRC; n2s_tf.evaluate):
 - n2s_tf trained from scratch on the micrograph (n2n on the pair; n2v, n2s, n2sp on the
   noisy image alone), --steps each;
-- the shipped cryo-EM model as it is (cryoem), after --adapt_steps of self-supervised
-  fine-tuning on the micrograph (cryoem_adapt), and the shipped general model (general);
+- the shipped cryo-EM model as it is (cryoem: test_single.py's defaults, which whiten
+  correlated noise), with 8-fold test-time augmentation (cryoem_tta), without whitening
+  (cryoem_nowhiten), after --adapt_steps of self-supervised fine-tuning on the micrograph
+  (cryoem_adapt), and the shipped general model (general);
 - classical filters; Topaz-Denoise's pretrained model (topaz) and CAREamics' Noise2Void
   trained --steps on the micrograph (careamics_n2v), both run in their own virtual
   environment by bench/peers.py.
@@ -34,7 +45,9 @@ from n2s_tf.cli.common import parse_network_args, run_main  # noqa: E402
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 TRAINED = ("n2n", "n2v", "n2s", "n2sp")
-SHIPPED = {"cryoem": "cryoem", "cryoem_adapt": "cryoem", "general": "general"}  # method -> shipped model name
+SHIPPED = {"cryoem": "cryoem", "cryoem_tta": "cryoem", "cryoem_nowhiten": "cryoem", "cryoem_adapt": "cryoem",
+           "general": "general"}  # method -> shipped model name
+SHIPPED_OPTIONS = {"cryoem_tta": {"tta": True}, "cryoem_nowhiten": {"whiten": False}}  # api.denoise options
 PEERS = ("topaz", "careamics_n2v")
 # Bench name -> (n2s_tf.baselines name, parameters).
 BASELINES = {
@@ -67,6 +80,7 @@ flags.DEFINE_integer("patch_size", 64, "training patch side")
 flags.DEFINE_integer("size", 1024, "micrograph side in pixels")
 flags.DEFINE_float("pixel_size", 1.5, "Angstrom per pixel")
 flags.DEFINE_float("defocus", 1.5, "defocus in micrometres (underfocus)")
+flags.DEFINE_float("noise_lag1", 0.0, "noise autocorrelation at lag 1 (0: white; 0.3 and 0.6: correlated)")
 flags.DEFINE_integer("particles", 40, "particles per micrograph")
 flags.DEFINE_integer("seed", 0, "simulation and training seed")
 flags.DEFINE_float("plot_snr", 0.05, "FRC curves and panels are drawn at the SNR nearest this")
@@ -106,8 +120,9 @@ def shipped_denoiser(method):
 
     model = api.load_model(str(api.SHIPPED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
     adapt = FLAGS.adapt_steps if method == "cryoem_adapt" else 0
-    return evaluate.model_denoiser(model, name=method, tta=FLAGS.tta, calibrate=FLAGS.calibrate,
-                                   adapt_steps=adapt, adapt_method=FLAGS.adapt_method)
+    options = dict(dict(tta=FLAGS.tta, calibrate=FLAGS.calibrate), **SHIPPED_OPTIONS.get(method, {}))
+    return evaluate.model_denoiser(model, name=method, adapt_steps=adapt, adapt_method=FLAGS.adapt_method,
+                                   **options)
 
 
 def run_peer(method, noisy_path, work):
@@ -135,7 +150,7 @@ def main(argv):
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
         raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; choose from {', '.join(ALL_METHODS)}")
-    from n2s_tf import evaluate, reports, synthetic
+    from n2s_tf import evaluate, noise, reports, synthetic
     from n2s_tf.evaluate import Denoiser
 
     start = time.time()
@@ -148,7 +163,7 @@ def main(argv):
         for snr in snrs:
             mic = synthetic.simulate_micrograph(
                 atoms, (FLAGS.size, FLAGS.size), n_particles=FLAGS.particles, pixel_size=FLAGS.pixel_size,
-                defocus_um=FLAGS.defocus, snr=snr, seed=FLAGS.seed, pair=True)
+                defocus_um=FLAGS.defocus, snr=snr, seed=FLAGS.seed, pair=True, noise_lag1=FLAGS.noise_lag1)
             folder = os.path.join(work, f"snr{snr:g}")
             for half, key in (("a", "noisy"), ("b", "noisy_b")):
                 os.makedirs(os.path.join(folder, half))
@@ -168,21 +183,28 @@ def main(argv):
                 print(f"snr {snr:g}: {method} ready in {time.time() - tick:.0f} s", file=sys.stderr, flush=True)
                 wall_seconds.setdefault(method, time.time() - tick)
             scored = evaluate.evaluate([("micrograph", mic["noisy"], mic["clean"])], ready + denoisers,
-                                       standardized=True, pixel_size=FLAGS.pixel_size,
-                                       keep_outputs=snr == plot_snr)
+                                       standardized=True, pixel_size=FLAGS.pixel_size, keep_outputs=True)
             for row in scored:
                 row.update(snr=snr, seconds=row["seconds"] + wall_seconds.get(row["method"], 0.0))
+                residual = mic["noisy"] - (mic["clean"] if row["method"] == evaluate.NOISY else row["output"])
+                row["resid_lag1"] = noise.noise_report(residual)["lag1"]
+                if snr != plot_snr:
+                    del row["output"]
             rows += scored
             if snr == plot_snr:
                 clean_at_plot = mic["clean"]
             print(f"snr {snr:g} done, {time.time() - start:.0f} s elapsed", file=sys.stderr, flush=True)
 
     summary = evaluate.summarize(rows, by=("snr", "method"))
+    for entry in summary:  # one micrograph per SNR: its residual's lag 1
+        entry["resid_lag1"] = next(r["resid_lag1"] for r in rows
+                                   if (r["snr"], r["method"]) == (entry["snr"], entry["method"]))
     print(f"\n{FLAGS.size}x{FLAGS.size} px at {FLAGS.pixel_size:g} A/px, {FLAGS.particles} particles, "
-          f"defocus {FLAGS.defocus:g} um; trained methods {FLAGS.steps} steps, batch {FLAGS.batch_size}, "
+          f"{os.path.basename(FLAGS.pdb)}, noise lag 1 {FLAGS.noise_lag1:g}, defocus {FLAGS.defocus:g} um; "
+          f"trained methods {FLAGS.steps} steps, batch {FLAGS.batch_size}, "
           f"{FLAGS.patch_size}x{FLAGS.patch_size} patches; adapt {FLAGS.adapt_steps} steps; "
           f"scored standardized against the clean image; seconds = wall time incl. training")
-    print(reports.format_table(summary, columns=("psnr", "cc", "mean_frc", "res_0143", "seconds")))
+    print(reports.format_table(summary, columns=("psnr", "cc", "mean_frc", "res_0143", "resid_lag1", "seconds")))
     print(f"\ntotal {time.time() - start:.0f} s")
 
     out = FLAGS.out

@@ -71,7 +71,7 @@ def _check_tiling(tile, max_memory) -> None:
 
 def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_memory: Optional[float] = None,
             tta: bool = False, progress: bool = False, adapt_steps: int = 0,
-            adapt_method: str = "n2s", calibrate: bool = False) -> np.ndarray:
+            adapt_method: str = "n2s", calibrate: bool = False, whiten="auto") -> np.ndarray:
     """Denoise one image (H, W[, C]) or volume (D, H, W[, C]); returns float32 in the input's units.
 
     The image is standardized by its own mean and std, predicted in tiles with enough
@@ -85,9 +85,13 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     `adapt_steps` > 0 first fine-tunes a copy of the model on this image, self-supervised.
     `calibrate` mixes the prediction with the image per Fourier ring, weights from the image
     itself (`n2s_tf.calibration`; white noise only; twice the prediction time).
+    `whiten`: True whitens the image with its own noise spectrum before all of that and
+    re-colours the result (`n2s_tf.whitening`; adaptation and calibration then see white
+    noise); "auto" does so for a blind-spot model (or with adaptation) when `n2s_tf.noise`
+    finds the noise correlated; False never.
     """
     from n2s_tf.export import LoadedModel
-    from n2s_tf.inference import denoise_array
+    from n2s_tf.inference import denoise_array, repaired_copy
 
     _check_tiling(tile, max_memory)
     if model is None or isinstance(model, (str, os.PathLike)):
@@ -106,17 +110,53 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
                          f"got an array of shape {image.shape}")
     if not all(image.shape):
         raise ConfigError(f"image is empty: shape {image.shape}")
-    predict = model.predict_standardized
-    if adapt_steps:
-        from n2s_tf.adapt import adapt
-
-        network = adapt(model.keras_network(model.precision), [image], method=adapt_method, steps=adapt_steps,
-                        mixed_precision=model.precision)
-        predict = lambda batch: network(batch, training=False).numpy()  # noqa: E731
+    if whiten not in ("auto", True, False):
+        raise ConfigError(f"whiten must be 'auto', True or False, got {whiten!r}")
     if tile is None and max_memory is not None:
         memory = dict(max_memory=max_memory, bytes_per_pixel=model.metadata["bytes_per_pixel"])
     else:
         memory = {}
-    out = denoise_array(predict, image, model.stride, model.receptive_field,
-                        tile=tile, tta=tta, progress=progress, calibrate=calibrate, **memory)
+
+    def run(x):
+        predict = model.predict_standardized
+        if adapt_steps:
+            from n2s_tf.adapt import adapt
+
+            network = adapt(model.keras_network(model.precision), [x], method=adapt_method, steps=adapt_steps,
+                            mixed_precision=model.precision)
+            predict = lambda batch: network(batch, training=False).numpy()  # noqa: E731
+        return denoise_array(predict, x, model.stride, model.receptive_field,
+                             tile=tile, tta=tta, progress=progress, calibrate=calibrate, **memory)
+
+    if whiten is not False and not np.isfinite(image).all():
+        image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
+    if whiten == "auto":
+        # Blind-spot models pass correlated noise through. The verdict is made for micrographs,
+        # where noise outweighs the signal at high frequency; textured natural images can fool
+        # it, and supervised models are left to what they learned.
+        whiten = blind_spot(model, adapt_steps) and noise_is_correlated(image, model.ndim)
+    if whiten:
+        from n2s_tf.whitening import denoise_whitened
+
+        out = denoise_whitened(run, image, model.ndim)
+    else:
+        out = run(image)
     return out[..., 0] if squeeze else out
+
+
+def blind_spot(model, adapt_steps: int = 0) -> bool:
+    """Whether the model predicts a pixel without seeing it (a masked method, or adapted with one)."""
+    from n2s_tf.config import METHODS
+
+    method = METHODS.get(model.metadata.get("method"))
+    return adapt_steps > 0 or (method is not None and method.masked)
+
+
+def noise_is_correlated(image: np.ndarray, ndim: int) -> bool:
+    """Whether any channel of a (*spatial, C) image has correlated noise (`n2s_tf.noise` verdict);
+    False for an image too small to tell (verdict "unknown")."""
+    from n2s_tf.noise import MIN_TILE, noise_report
+
+    if min(image.shape[:ndim]) < MIN_TILE:
+        return False
+    return any(noise_report(image[..., c], ndim)["verdict"] == "correlated" for c in range(image.shape[-1]))

@@ -4,7 +4,9 @@ Layout: `<base>/<model_name>/<version>/` (TF Serving's). Two signatures:
 - `serving_default(images)`: float32 raw pixels, shape (N, H, W, C) or (N, D, H, W, C)
   of any size; standardizes each image per channel, reflect-pads to the network's
   stride, runs the network, crops and restores the input's mean and std inside the
-  graph, so a client sends pixels and gets denoised pixels (output `denoised`).
+  graph, so a client sends pixels and gets denoised pixels (output `denoised`). For a
+  2D blind-spot model (metadata serving_whiten "auto") it first whitens each image whose
+  noise is correlated with its own spectrum and re-colours the output, as api.denoise does.
 - `predict_standardized(images)`: the bare network on standardized, stride-aligned
   input; test_single.py uses it for tiled prediction of images too large for one pass.
 The training metadata (n2s_tf.json) and the Keras network (network.keras, for
@@ -58,12 +60,19 @@ class _DenoiserModule(tf.Module):
         ndim, stride = meta["ndim"], meta["stride"]
         spec = tf.TensorSpec([None] * (ndim + 1) + [meta["channels"]], tf.float32, name="images")
 
-        @tf.function(input_signature=[spec])
-        def serving_default(images):
+        def denoise(images):
             x, mean, std, shape = _standardize_pad(images, stride, ndim)
             y = tf.cast(self.network(x, training=False), tf.float32)
             y = tf.slice(y, tf.zeros_like(shape), shape)
-            return {"denoised": y * std + mean}
+            return y * std + mean
+
+        @tf.function(input_signature=[spec])
+        def serving_default(images):
+            if meta.get("serving_whiten") == "auto":
+                from n2s_tf.whitening import graph_denoise_whitened
+
+                return {"denoised": graph_denoise_whitened(denoise, images)}
+            return {"denoised": denoise(images)}
 
         @tf.function(input_signature=[spec])
         def predict_standardized(images):
@@ -106,10 +115,14 @@ def export_model(network: keras.Model, meta: dict, base_dir: str,
     final = os.path.join(model_root, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists; export versions are never overwritten")
+    from n2s_tf.config import METHODS
     from n2s_tf.inference import estimate_bytes_per_pixel
 
-    # test_single.py sizes its tiles from this and --max_memory.
-    meta = dict(meta, bytes_per_pixel=estimate_bytes_per_pixel(network))
+    # test_single.py sizes its tiles from this and --max_memory. The serving signature of a 2D
+    # blind-spot model whitens correlated noise in the graph as api.denoise does (n2s_tf.whitening).
+    method = METHODS.get(meta.get("method"))
+    whiten = "auto" if meta.get("ndim") == 2 and method is not None and method.masked else "off"
+    meta = dict(meta, bytes_per_pixel=estimate_bytes_per_pixel(network), serving_whiten=whiten)
     with tempfile.TemporaryDirectory() as staging:
         meta_path = os.path.join(staging, METADATA_FILE)
         with open(meta_path, "w") as f:

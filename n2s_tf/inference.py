@@ -226,7 +226,7 @@ def denoise_array(predict_fn, image, stride, receptive_field, calibrate=False, *
     standardized in place) and the float32 output; the input itself is only read.
     """
     from n2s_tf import calibration
-    from n2s_tf.data import repair_nonfinite, standardize
+    from n2s_tf.data import standardize
     from n2s_tf.io import slabs
 
     image = np.asarray(image)
@@ -236,10 +236,7 @@ def denoise_array(predict_fn, image, stride, receptive_field, calibrate=False, *
     region = crop(padded, spatial)
     region[...] = image
     mean, std = standardize(region, out=region)[1]
-    repaired = repair_nonfinite(region)
-    if repaired:
-        warnings.warn(f"replaced {repaired} non-finite pixel value(s) (NaN or Inf) of {image.size} by the median "
-                      f"of their finite neighbours", RepairedPixelsWarning, stacklevel=3)
+    _repair(region, image.size)
     fill_padding(padded, spatial)
     if calibrate:
         predict = lambda x: predict_tiled(predict_fn, x, stride, receptive_field, **tiling)  # noqa: E731
@@ -250,6 +247,27 @@ def denoise_array(predict_fn, image, stride, receptive_field, calibrate=False, *
     for rows in slabs(prediction):
         prediction[rows] = prediction[rows] * std + mean
     return prediction
+
+
+def _repair(standardized, size):
+    """Repair the non-finite pixels of a standardized image in place, with the warning."""
+    from n2s_tf.data import repair_nonfinite
+
+    repaired = repair_nonfinite(standardized)
+    if repaired:
+        warnings.warn(f"replaced {repaired} non-finite pixel value(s) (NaN or Inf) of {size} by the median "
+                      f"of their finite neighbours", RepairedPixelsWarning, stacklevel=4)
+
+
+def repaired_copy(image):
+    """A float32 copy of a channels-last image whose non-finite pixels are repaired as
+    denoise_array repairs them, in the image's own units: for steps before it that need every
+    pixel finite (the whitening's Fourier transforms)."""
+    from n2s_tf.data import standardize
+
+    x, (mean, std) = standardize(image)
+    _repair(x, image.size)
+    return (x * std + mean).astype(np.float32)
 
 
 def estimate_bytes_per_pixel(model):

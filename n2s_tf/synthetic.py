@@ -26,14 +26,38 @@ ELEMENT_Z = {
 UNKNOWN_Z = 6
 
 
-def construct_image_with_SNR(image, snr, rng=None):
-    """Add white Gaussian noise so that var(image) / var(noise) = snr (in expectation)."""
+def construct_image_with_SNR(image, snr, rng=None, lag1=0.0):
+    """Add Gaussian noise so that var(image) / var(noise) = snr (in expectation).
+
+    lag1 > 0 makes the noise correlated (`correlated_noise`): its autocorrelation is lag1 at
+    lag 1 along every axis, as the detector blur of real micrographs gives.
+    """
     if snr <= 0:
         raise ValueError(f"snr must be positive, got {snr}")
     image = np.asarray(image, dtype=np.float32)
     noise_std = np.sqrt(image.var() / snr)
-    noise = np.random.default_rng(rng).normal(0.0, noise_std, image.shape)
-    return (image + noise).astype(np.float32)
+    noise = correlated_noise(image.shape, lag1, rng)
+    return (image + noise_std * noise).astype(np.float32)
+
+
+def correlated_noise(shape, lag1=0.0, rng=None):
+    """Gaussian noise of unit variance whose autocorrelation is `lag1` at lag 1 along each axis.
+
+    White noise filtered (circularly) along every axis by the kernel [a, 1, a], whose
+    autocorrelation is 2a / (1 + 2a^2) at lag 1, a^2 / (1 + 2a^2) at lag 2 and 0 beyond:
+    a = (1 - sqrt(1 - 2 lag1^2)) / (2 lag1). lag1 0.58 gives 0.13 at lag 2, close to a real
+    motion-corrected, Fourier-binned micrograph. lag1 must lie in [0, 1/sqrt(2)).
+    """
+    if not 0 <= lag1 < 2**-0.5:
+        raise ValueError(f"lag1 must be in [0, 0.707), got {lag1}")
+    noise = np.random.default_rng(rng).normal(0.0, 1.0, shape)
+    if lag1 == 0:
+        return noise
+    a = (1 - np.sqrt(1 - 2 * lag1**2)) / (2 * lag1)
+    kernel = np.array([a, 1.0, a]) / np.sqrt(1 + 2 * a**2)
+    for axis in range(noise.ndim):
+        noise = ndimage.convolve1d(noise, kernel, axis=axis, mode="wrap")
+    return noise
 
 
 # ---------------------------------------------------------------- atomic models
@@ -202,12 +226,13 @@ def _place_particles(shape, box, radius, n_particles, rng, attempts=200):
 
 def simulate_micrograph(atoms, shape=(1024, 1024), n_particles=40, pixel_size=1.5,
                         defocus_um=1.5, snr=0.1, b_factor=50.0, seed=0, pair=False,
-                        sigma_A=1.0, voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07):
+                        sigma_A=1.0, voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07, noise_lag1=0.0):
     """Simulate a micrograph of randomly placed, randomly oriented copies of a molecule.
 
     ``atoms`` is a PDB/mmCIF path or a (coords, atomic_numbers) pair. Returns a dict:
     ``clean`` (CTF-modulated projection, float32 (H, W), mean 0 std 1), ``noisy`` (clean
-    plus white noise at ``snr``), with ``pair`` also ``noisy_b`` (an independent noise
+    plus noise at ``snr``: white, or correlated with ``noise_lag1`` > 0, see `correlated_noise`),
+    with ``pair`` also ``noisy_b`` (an independent noise
     draw of the same SNR, like the even/odd frame sums of a movie), and ``positions``
     (n_particles, 2) particle centres as (row, col) pixels. Same seed, same output.
     """
@@ -232,8 +257,102 @@ def simulate_micrograph(atoms, shape=(1024, 1024), n_particles=40, pixel_size=1.
                    amplitude_contrast, b_factor)
     clean = apply_ctf(padded, transfer)[box // 2:-(box // 2), box // 2:-(box // 2)]
     clean = ((clean - clean.mean()) / clean.std()).astype(np.float32)
-    result = {"clean": clean, "noisy": construct_image_with_SNR(clean, snr, rng),
+    result = {"clean": clean, "noisy": construct_image_with_SNR(clean, snr, rng, noise_lag1),
               "positions": corners + box // 2}
     if pair:
-        result["noisy_b"] = construct_image_with_SNR(clean, snr, rng)
+        result["noisy_b"] = construct_image_with_SNR(clean, snr, rng, noise_lag1)
     return result
+
+
+# ---------------------------------------------------------------- counting-detector movies
+
+ICE_MEAN_FREE_PATH_NM = 350.0  # inelastic mean free path of 300 kV electrons in vitreous ice, about
+# Detector settings of simulate_movie, from white noise to that of a motion-corrected, Fourier-binned
+# super-resolution micrograph; the noise's lag-1 autocorrelation they give (tests/test_synthetic.py).
+DETECTORS = {
+    "white": {},
+    "lag0.35": {"psf_sigma": 0.7, "drift_A": 0.7, "circular_crop": True},
+    "lag0.55": {"psf_sigma": 1.2, "drift_A": 1.0, "circular_crop": True},
+}
+
+def fourier_crop(image, factor=2, circular=False):
+    """Bin a 2D image by `factor` in Fourier space (keep the central 1/factor of the frequencies).
+
+    Values are sums over factor x factor pixels (counts stay counts). circular=True also zeroes
+    the frequencies beyond 0.5 cycles/pixel of the binned grid (the corners), as some
+    motion-correction programs crop; the noise then loses power in the corners and correlates.
+    """
+    h, w = (n // factor for n in image.shape)
+    spectrum = np.fft.fftshift(np.fft.fft2(image))
+    top, left = image.shape[0] // 2 - h // 2, image.shape[1] // 2 - w // 2  # the DC stays at the centre
+    cropped = np.fft.ifftshift(spectrum[top:top + h, left:left + w])
+    if circular:
+        fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+        cropped = cropped * (np.hypot(fy, fx) <= 0.5)
+    return np.fft.ifft2(cropped).real  # mean F0 / (h w): factor^2 times the input's mean
+
+
+def simulate_movie(atoms, shape=(512, 512), n_frames=40, dose_per_frame=1.0, pixel_size=1.5, snr=0.1,
+                   psf_sigma=0.0, drift_A=0.0, interpolation_order=1, circular_crop=False, gain_error=0.0,
+                   ice_nm=0.0, super_resolution=True, seed=0, **micrograph_options):
+    """A micrograph as a counting detector and motion correction make it, from a movie.
+
+    The clean image (`simulate_micrograph`, on the super-resolution grid at pixel_size / 2 when
+    super_resolution) sets the electron intensity, dose_per_frame e/A^2 per frame times
+    (1 + c * clean) with the contrast c that gives `snr` in the summed counts before the detector's
+    blur (which takes more noise than signal away: the output's SNR is higher); ice of ice_nm
+    nanometres removes the fraction 1 - exp(-ice_nm / ICE_MEAN_FREE_PATH_NM) of the electrons
+    (inelastic, filtered out), so thicker ice gives fewer counts and a lower SNR. Each of
+    n_frames frames: the specimen drifts (a random walk of drift_A Angstrom per frame); the
+    electrons are counted (Poisson) on the detector grid, with a fixed per-pixel gain error
+    (relative std gain_error, uncorrected); a charge spread of psf_sigma detector pixels (the
+    detector MTF) blurs the counts; motion correction shifts the frame back with spline
+    interpolation of `interpolation_order` (1: bilinear, which correlates neighbours). The
+    aligned frames are summed and Fourier-cropped by 2 (`fourier_crop`, circular_crop: corners
+    beyond 0.5 cycles/px zeroed).
+
+    Returns float32 (H, W) arrays in counts per output pixel: clean (the expected micrograph,
+    the same chain without counting noise), noisy (all frames), even and odd (sums of the
+    even / odd frames; even + odd == noisy), and contrast. White noise for psf_sigma=0,
+    drift_A=0 and a square crop; lag-1 autocorrelation grows with psf_sigma, the drift's
+    interpolation and the circular crop.
+    """
+    if n_frames < 2 or dose_per_frame <= 0 or snr <= 0:
+        raise ValueError(f"need n_frames >= 2, dose_per_frame > 0 and snr > 0; got {n_frames}, "
+                         f"{dose_per_frame}, {snr}")
+    factor = 2 if super_resolution else 1
+    grid = (shape[0] * factor, shape[1] * factor)
+    detector_pixel = pixel_size / factor
+    rng = np.random.default_rng(seed)
+    clean = simulate_micrograph(atoms, grid, pixel_size=detector_pixel, snr=1.0, seed=seed,
+                                **micrograph_options)["clean"].astype(np.float64)
+    counts_per_pixel = n_frames * dose_per_frame * pixel_size**2  # output pixel, whole movie
+    contrast = np.sqrt(snr / counts_per_pixel)  # signal std / noise std = sqrt(snr)
+    zero_loss = np.exp(-ice_nm / ICE_MEAN_FREE_PATH_NM)
+    intensity = zero_loss * dose_per_frame * detector_pixel**2 * np.clip(1 + contrast * clean, 0, None)
+    gain = np.clip(1 + gain_error * rng.normal(size=grid), 0, None) if gain_error else 1.0
+    # Random walk in detector pixels, centred so that the mean position is the clean image's.
+    steps = rng.normal(0, drift_A / detector_pixel / np.sqrt(2), (n_frames, 2))
+    shifts = np.cumsum(steps, axis=0)
+    shifts -= shifts.mean(axis=0)
+
+    def detect(frame, shift):
+        if psf_sigma > 0:
+            frame = ndimage.gaussian_filter(frame, psf_sigma, mode="wrap")
+        if drift_A:
+            frame = ndimage.shift(frame, -shift, order=interpolation_order, mode="grid-wrap")
+        return frame
+
+    sums = [np.zeros(grid), np.zeros(grid)]
+    expected = np.zeros(grid)
+    for k in range(n_frames):
+        frame_intensity = intensity
+        if drift_A:
+            frame_intensity = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(intensity), shifts[k])).real.clip(0)
+        sums[k % 2] += detect(rng.poisson(frame_intensity) * gain, shifts[k])
+        expected += detect(frame_intensity, shifts[k])  # the gain error is the detector's, not the specimen's
+    out = {name: fourier_crop(x, factor, circular_crop).astype(np.float32) if factor > 1 else x.astype(np.float32)
+           for name, x in (("clean", expected), ("even", sums[0]), ("odd", sums[1]))}
+    out["noisy"] = out["even"] + out["odd"]
+    out["contrast"] = float(contrast)
+    return out

@@ -208,3 +208,57 @@ def test_apoferritin_6z6u_single_projection_is_fast():
     image = synthetic.project_atoms(coords, z, pixel_size=1.5, box=192, rng=0)
     assert time.perf_counter() - start < 1.0
     assert np.isclose(image.sum(), z.sum(), rtol=1e-3)
+
+
+# ---------------------------------------------------------------- counting-detector movies
+
+def _tiny_atoms():
+    rng = np.random.default_rng(0)
+    return rng.normal(0, 6.0, (40, 3)), np.full(40, 6)
+
+
+@pytest.mark.parametrize("detector,low,high", [("white", -0.05, 0.05), ("lag0.35", 0.25, 0.45),
+                                               ("lag0.55", 0.45, 0.65)])
+def test_movie_noise_lands_in_the_configured_range(detector, low, high):
+    from n2s_tf import noise
+
+    movie = synthetic.simulate_movie(_tiny_atoms(), (128, 128), n_particles=3, n_frames=6, dose_per_frame=4.0,
+                                     snr=0.1, seed=1, **synthetic.DETECTORS[detector])
+    lag1 = noise.noise_report(movie["noisy"] - movie["clean"], low_cut=0)["lags"]
+    assert all(low < lags[0] < high for lags in lag1.values()), lag1
+    assert movie["noisy"].shape == (128, 128) and movie["noisy"].dtype == np.float32
+    np.testing.assert_array_equal(movie["even"] + movie["odd"], movie["noisy"])
+
+
+@pytest.mark.parametrize("super_resolution", [False, True])
+def test_flat_field_counts_are_poisson(super_resolution):
+    """Without contrast, blur or drift each output pixel sums Poisson counts: variance == mean."""
+    movie = synthetic.simulate_movie(_tiny_atoms(), (96, 96), n_particles=1, n_frames=4, dose_per_frame=2.5,
+                                     pixel_size=2.0, snr=1e-12, super_resolution=super_resolution, seed=2)
+    expected = 4 * 2.5 * 2.0**2  # frames * e/A^2 per frame * A^2 per pixel = 40 counts
+    assert movie["clean"].mean() == pytest.approx(expected, rel=1e-6)
+    assert movie["noisy"].mean() == pytest.approx(expected, rel=0.01)
+    assert movie["noisy"].var() == pytest.approx(expected, rel=0.06)
+    assert movie["even"].mean() == pytest.approx(expected / 2, rel=0.01)
+
+
+def test_thicker_ice_gives_fewer_counts_and_gain_error_adds_fixed_pattern():
+    base = dict(n_particles=1, n_frames=2, dose_per_frame=5.0, snr=1e-12, super_resolution=False, seed=3)
+    thin = synthetic.simulate_movie(_tiny_atoms(), (64, 64), **base)
+    thick = synthetic.simulate_movie(_tiny_atoms(), (64, 64), ice_nm=350.0, **base)
+    assert thick["clean"].mean() == pytest.approx(thin["clean"].mean() * np.exp(-1), rel=1e-6)
+    gained = synthetic.simulate_movie(_tiny_atoms(), (64, 64), gain_error=0.2, **base)
+    # The gain pattern is the same in both halves: even and odd correlate beyond their shared clean image.
+    a, b = (gained[k] - gained["clean"] / 2 for k in ("even", "odd"))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.2  # by hand: 5.1 / (5.1 + 11.3) = 0.31
+    with pytest.raises(ValueError, match="n_frames"):
+        synthetic.simulate_movie(_tiny_atoms(), (64, 64), n_frames=1)
+
+
+def test_fourier_crop_bins_counts():
+    x = np.random.default_rng(0).poisson(3.0, (64, 48)).astype(float)
+    binned = synthetic.fourier_crop(x)
+    assert binned.shape == (32, 24)
+    assert binned.mean() == pytest.approx(4 * x.mean())
+    ramp = np.add.outer(np.arange(8.0), np.zeros(8))
+    assert synthetic.fourier_crop(ramp, circular=True).mean() == pytest.approx(4 * ramp.mean())

@@ -45,6 +45,11 @@ flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
 flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and flips; 8x slower)")
 flags.DEFINE_boolean("calibrate", False, "mix prediction and input per Fourier ring with weights estimated "
                      "from the image (white noise only; 2x slower); see n2s_tf/calibration.py")
+flags.DEFINE_enum("whiten", "auto", ["auto", "on", "off"], "whiten correlated noise with the image's own noise "
+                  "spectrum before denoising and re-colour after (n2s_tf/whitening.py); auto = for blind-spot "
+                  "models when the noise is correlated")
+flags.DEFINE_boolean("report_noise", False, "print a line on each input's noise (autocorrelation at lags 1-3, "
+                     "spectrum) and on its residual input - output")
 flags.DEFINE_string("preview", None, "also write an 8-bit PNG view (-3..+3 sigma); a folder for many inputs")
 flags.DEFINE_boolean("keep_extended_header", False, "MRC: copy the input's extended header to the output")
 flags.DEFINE_boolean("overwrite", False, "replace existing output files (inputs are never replaced)")
@@ -123,7 +128,10 @@ def _read(job, model):
 
 def _compute(job, images, model):
     image, other = images
+    report = _noise_report(job.source, image.data, model)
     denoised = _denoise(image, model)
+    if report and FLAGS.report_noise:
+        _noise_report(f"{job.source} residual", image.data - denoised, model)
     if other is not None:
         denoised = (denoised + _denoise(other, model)) / 2
     return image, denoised
@@ -150,6 +158,30 @@ def _refuse_existing(path):
         raise ImageFileError(f"{path} appeared during the run; pass --overwrite to replace it")
 
 
+WHITEN = {"auto": "auto", "on": True, "off": False}
+
+
+def _noise_report(name, data, model):
+    """--report_noise: one line on the noise of `data` (first channel); without it only the warning
+    that a blind-spot model meets correlated noise it will not whiten (--whiten=off). The report or None."""
+    from n2s_tf import api, noise
+
+    warn = FLAGS.whiten == "off" and api.blind_spot(model, FLAGS.adapt_steps)
+    if not (FLAGS.report_noise or warn):
+        return None
+    try:
+        report = noise.noise_report(data[..., 0], model.ndim)
+    except ValueError:
+        print(f"{name}: too small to measure its noise", file=sys.stderr)
+        return None
+    if FLAGS.report_noise:
+        print(f"{name}: {noise.summary_line(report)}", file=sys.stderr)
+    if warn and report["verdict"] == "correlated":
+        print(f"warning: {name}: correlated noise (lag 1 {report['lag1']:.2f}) and --whiten=off: a blind-spot "
+              f"model trained on white noise passes the correlated part through", file=sys.stderr)
+    return report
+
+
 def _denoise(image, model):
     """Denoise an io.Image: each plane of a stack on its own, else the whole image or volume."""
     import numpy as np
@@ -157,7 +189,8 @@ def _denoise(image, model):
     from n2s_tf import api
 
     tiling = dict(tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9, tta=FLAGS.tta,
-                  adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method, calibrate=FLAGS.calibrate)
+                  adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method, calibrate=FLAGS.calibrate,
+                  whiten=WHITEN[FLAGS.whiten])
     if image.kind == "stack":
         return np.stack([api.denoise(plane, model, **tiling) for plane in image.data])
     return api.denoise(image.data, model, progress=True, **tiling)

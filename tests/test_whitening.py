@@ -1,0 +1,164 @@
+"""Tests of whitening / re-colouring: white noise untouched, correlated noise made white,
+exact inversion, and tiled prediction equal to whole-image prediction through it."""
+
+import numpy as np
+import pytest
+from test_inference import RF_2D, STRIDE_2D, tiny_unet_2d
+
+from n2s_tf import noise, synthetic, whitening
+from n2s_tf.inference import denoise_array
+
+
+def test_white_noise_gets_a_flat_filter():
+    x = np.random.default_rng(0).normal(size=(512, 256))
+    gain = whitening.whitening_filter(noise.noise_spectrum(x), x.shape)
+    assert gain.shape == (512, 129)
+    low, high = np.percentile(gain, [1, 99])  # a spectrum estimated from 32 tiles
+    assert 0.75 < low and high < 1.25
+    assert np.median(gain) == pytest.approx(1.0, abs=0.02)
+
+
+def test_known_spectrum_is_embedded_exactly():
+    """A spectrum whose autocovariance is 1 at lag 0 and 0.3 at lags +-1 along X: 1 + 0.6 cos(2 pi fx)."""
+    spectrum = np.ones((16, 16)) + 0.6 * np.cos(2 * np.pi * np.fft.fftfreq(16))[None, :]
+    full = whitening.embed_spectrum(spectrum, (40, 50))
+    taper = np.cos(np.pi / 16) ** 2  # the Hann taper at lag 1 of a 16-px tile
+    expected = 1 + 0.6 * taper * np.cos(2 * np.pi * np.fft.rfftfreq(50))[None, :]
+    assert np.allclose(full, np.broadcast_to(expected, (40, 26)), atol=1e-9)
+
+
+@pytest.mark.parametrize("lag1", [0.3, 0.6])
+def test_correlated_noise_comes_out_white(lag1):
+    x = synthetic.correlated_noise((512, 512), lag1, rng=1)
+    gain = whitening.whitening_filter(noise.noise_spectrum(x), x.shape)
+    white = whitening.apply_filter(x, gain)
+    assert noise.noise_report(x)["lag1"] > lag1 - 0.05
+    # At lag 1 0.6 the noise power near Nyquist lies under the floor, which keeps some correlation.
+    assert noise.noise_report(white)["lag1"] < (0.05 if lag1 < 0.5 else 0.15)
+    assert white.std() == pytest.approx(x.std(), rel=0.1)
+
+
+def test_recolouring_inverts_whitening_and_floor_bounds_the_gain():
+    x = synthetic.correlated_noise((96, 80), 0.6, rng=2).astype(np.float32)
+    spectrum = noise.noise_spectrum(x)
+    gain = whitening.whitening_filter(spectrum, x.shape)
+    assert gain.max() <= np.sqrt(1 / whitening.FLOOR) + 1e-5
+    back = whitening.apply_filter(whitening.apply_filter(x, gain), gain, inverse=True)
+    assert np.allclose(back, x, atol=1e-4)
+
+
+def test_tiled_equals_whole_through_whitening():
+    net = tiny_unet_2d(1)
+    predict = lambda batch: net(batch, training=False).numpy()  # noqa: E731
+    image = (synthetic.correlated_noise((100, 120), 0.5, rng=3)[..., None] * 3 + 7).astype(np.float32)
+    whole = whitening.denoise_whitened(
+        lambda x: denoise_array(predict, x, STRIDE_2D, RF_2D, tile=256), image, ndim=2)
+    tiled = whitening.denoise_whitened(
+        lambda x: denoise_array(predict, x, STRIDE_2D, RF_2D, tile=32), image, ndim=2)
+    assert whole.shape == image.shape
+    assert np.allclose(tiled, whole, atol=1e-4)
+    # Identity denoiser: whitening then re-colouring gives the input back.
+    same = whitening.denoise_whitened(lambda x: x, image, ndim=2)
+    assert np.allclose(same, image, atol=1e-3)
+
+
+def test_correlated_noise_has_the_asked_lags():
+    x = synthetic.correlated_noise((256, 256), 0.6, rng=0)
+    a = (1 - np.sqrt(1 - 2 * 0.36)) / 1.2  # kernel [a, 1, a]
+    lags = noise.noise_report(x, low_cut=0)["lags"]
+    for axis in (0, 1):
+        assert lags[axis][0] == pytest.approx(0.6, abs=0.03)
+        assert lags[axis][1] == pytest.approx(a**2 / (1 + 2 * a**2), abs=0.03)
+    assert x.std() == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(ValueError, match="lag1"):
+        synthetic.correlated_noise((8, 8), 0.8)
+
+
+@pytest.fixture(scope="module")
+def blind_spot_export(tmp_path_factory):
+    from n2s_tf.export import export_model
+    from n2s_tf.networks import build_network
+
+    network = build_network("unet", depth=1, base_filters=4)
+    meta = {"ndim": 2, "channels": 1, "stride": network.stride, "receptive_field": network.receptive_field,
+            "method": "n2s", "network": "unet", "steps": 0}
+    base = str(tmp_path_factory.mktemp("export"))
+    return export_model(network, meta, base), export_model(network, dict(meta, method="n2t"), base)
+
+
+def test_api_whitens_correlated_noise_for_blind_spot_models_only(blind_spot_export):
+    import n2s_tf
+    from n2s_tf.errors import ConfigError
+
+    blind, supervised = (n2s_tf.load_model(p) for p in blind_spot_export)
+    correlated = (synthetic.correlated_noise((128, 128), 0.6, rng=4) * 5 + 100).astype(np.float32)
+    white = (np.random.default_rng(5).normal(100, 5, (128, 128))).astype(np.float32)
+    auto = n2s_tf.denoise(correlated, blind)
+    assert np.array_equal(auto, n2s_tf.denoise(correlated, blind, whiten=True))
+    assert not np.allclose(auto, n2s_tf.denoise(correlated, blind, whiten=False), atol=1e-3)
+    assert np.array_equal(n2s_tf.denoise(white, blind), n2s_tf.denoise(white, blind, whiten=False))
+    assert np.array_equal(n2s_tf.denoise(correlated, supervised), n2s_tf.denoise(correlated, supervised,
+                                                                                 whiten=False))
+    assert n2s_tf.denoise(np.ones((5, 5), np.float32), blind).shape == (5, 5)  # too small to measure
+    small = correlated[:64, :100]  # verdict "unknown": not whitened
+    assert np.array_equal(n2s_tf.denoise(small, blind), n2s_tf.denoise(small, blind, whiten=False))
+    with pytest.raises(ConfigError, match="whiten"):
+        n2s_tf.denoise(white, blind, whiten="yes")
+
+
+def test_cli_reports_noise_and_warns_when_whitening_is_off(tmp_path, blind_spot_export):
+    from test_cli import run
+
+    from n2s_tf import io
+
+    image = (synthetic.correlated_noise((128, 128), 0.6, rng=6) * 5 + 100).astype(np.float32)
+    io.write_image(str(tmp_path / "mic.tif"), image[..., None])
+    result = run("test_single.py", f"--input={tmp_path / 'mic.tif'}", f"--output={tmp_path / 'out.tif'}",
+                 f"--model={blind_spot_export[0]}", "--report_noise")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "noise correlated" in line or "noise white" in line]
+    assert len(lines) == 2 and "mic.tif: noise correlated" in lines[0] and "residual: noise" in lines[1]
+    result = run("test_single.py", f"--input={tmp_path / 'mic.tif'}", f"--output={tmp_path / 'off.tif'}",
+                 f"--model={blind_spot_export[0]}", "--whiten=off")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "correlated noise (lag 1 0." in result.stderr and "--whiten=off" in result.stderr
+    on, off = (io.read_image(str(tmp_path / f)).data for f in ("out.tif", "off.tif"))
+    assert not np.allclose(on, off, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (130, 200), (6, 40)])
+def test_graph_gain_equals_numpy(shape):
+    x = (synthetic.correlated_noise(shape, 0.6, rng=7) * 4 + 10).astype(np.float32)
+    ones = np.ones((shape[0], shape[1] // 2 + 1))
+    correlated = noise.noise_report(x)["verdict"] == "correlated" if min(shape) >= noise.MIN_TILE else False
+    assert np.array_equal(whitening.graph_gain(x).numpy(), ones) != correlated  # auto follows the verdict
+    if min(shape) < noise.MIN_TILE:
+        return
+    graph = whitening.graph_gain(x, auto=False).numpy()
+    expected = whitening.whitening_filter(noise.noise_spectrum(x), shape)
+    assert np.allclose(graph, expected, rtol=1e-3, atol=1e-4)
+    white = np.random.default_rng(8).normal(size=shape).astype(np.float32)
+    assert np.array_equal(whitening.graph_gain(white).numpy(), ones)  # auto: left alone
+    back = whitening.graph_filter(whitening.graph_filter(x, graph, 10.0), graph, 10.0, inverse=True).numpy()
+    assert np.allclose(back, x, atol=1e-3)
+
+
+def test_serving_signature_whitens_as_api_denoise(blind_spot_export):
+    import n2s_tf
+
+    blind, supervised = (n2s_tf.load_model(p) for p in blind_spot_export)
+    assert blind.metadata["serving_whiten"] == "auto" and supervised.metadata["serving_whiten"] == "off"
+    image = (synthetic.correlated_noise((128, 144), 0.6, rng=9) * 5 + 100).astype(np.float32)
+    served = blind.serve(image[None, ..., None])[0, ..., 0]
+    assert np.allclose(served, n2s_tf.denoise(image, blind), atol=2e-3 * image.std())
+    assert not np.allclose(served, n2s_tf.denoise(image, blind, whiten=False), atol=2e-3 * image.std())
+    white = np.random.default_rng(10).normal(100, 5, (64, 64)).astype(np.float32)
+    assert np.allclose(blind.serve(white[None, ..., None])[0, ..., 0], n2s_tf.denoise(white, blind), atol=1e-2)
+
+
+def test_volumes_whiten_in_3d():
+    volume = (synthetic.correlated_noise((40, 48, 56), 0.5, rng=11) + 3)[..., None].astype(np.float32)
+    seen = []
+    out = whitening.denoise_whitened(lambda x: seen.append(x) or x, volume, ndim=3)
+    assert np.allclose(out, volume, atol=1e-3)
+    assert noise.noise_report(seen[0][..., 0], low_cut=0)["lag1"] < 0.1 < noise.noise_report(volume[..., 0])["lag1"]
