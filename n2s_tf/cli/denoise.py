@@ -35,27 +35,26 @@ flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
 flags.DEFINE_string("model", None, "exported model or training directory (default: the shipped model "
                                    "for the input's kind: cryoem for MRC files, else general)")
 flags.DEFINE_integer("tile", None, "tile size in pixels (default: chosen from --max_memory)")
-flags.DEFINE_float("max_memory", 2.0, "memory budget for one tile's activations, in GB")
+flags.DEFINE_float("max_memory", 2.0, "GB for one tile's network activations (sets the tile size); the image "
+                                      "itself is held about 3 times in float32 besides")
 flags.DEFINE_integer("adapt_steps", 0, "first fine-tune the model on each input for N self-supervised steps "
-                                       "(a few hundred; adapts it to the image's content and noise level)")
+                                       "(a few hundred)")
 flags.DEFINE_string("adapt_method", "n2s", "loss used by --adapt_steps: n2s, n2sp, n2v or n2v2")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
-                  "compute precision; auto = bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), "
-                  "else float32 (exactly the SavedModel that TF Serving runs)")
+                  "auto = bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), else float32")
 flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and flips; 8x slower)")
-flags.DEFINE_boolean("calibrate", False, "mix prediction and input per Fourier ring with weights estimated "
-                     "from the image (white noise only; 2x slower); see n2s_tf/calibration.py")
-flags.DEFINE_enum("whiten", "auto", ["auto", "on", "off"], "whiten correlated noise with the image's own noise "
-                  "spectrum before denoising and re-colour after (n2s_tf/whitening.py); auto = for blind-spot "
-                  "models when the noise is correlated")
-flags.DEFINE_boolean("report_noise", False, "print a line on each input's noise (autocorrelation at lags 1-3, "
-                     "spectrum) and on its residual input - output")
+flags.DEFINE_boolean("calibrate", False, "mix prediction and input per Fourier ring (2x slower; "
+                     "n2s_tf/calibration.py)")
+flags.DEFINE_enum("whiten", "auto", ["auto", "on", "off"], "whiten correlated noise with the image's own spectrum, "
+                  "re-colour after; auto = blind-spot models on correlated noise")
+flags.DEFINE_boolean("report_noise", False, "print each input's noise autocorrelation (lags 1-3) and "
+                     "its residual's")
 flags.DEFINE_string("preview", None, "also write an 8-bit PNG view (-3..+3 sigma); a folder for many inputs")
 flags.DEFINE_boolean("keep_extended_header", False, "MRC: copy the input's extended header to the output")
 flags.DEFINE_boolean("overwrite", False, "replace existing output files (inputs are never replaced)")
 flags.DEFINE_boolean("skip_existing", False, "keep outputs that exist and denoise the rest (resumes a killed run)")
-flags.DEFINE_boolean("overlap", True, "many inputs: read the next file and write the last one while this one "
-                                      "is denoised (up to 3 images in memory)")
+flags.DEFINE_boolean("overlap", True, "many inputs: read the next and write the last file while one is "
+                                      "denoised")
 flags.DEFINE_string("shard", None, "I/N: denoise only inputs I, I+N, I+2N, ... of the sorted list (0-based); "
                                    "auto: I and N from Slurm (array task, or srun task)")
 flags.DEFINE_integer("workers", 1, "local worker processes, each on a shard (one GPU each where there are GPUs; "

@@ -34,9 +34,8 @@ def _define_flags():
     flags.DEFINE_string("data", None, "training images: file, folder or glob (default: built-in demo set)")
     flags.DEFINE_string("target", None, "folder of paired images with the same names "
                                         "(n2n: the other half; n2t: clean targets)")
-    flags.DEFINE_string("noise", "", "n2t on clean --data: Gaussian noise added on the fly, its std drawn "
-                                     "log-uniformly per patch between two fractions of the image's std, "
-                                     "e.g. 0.05,1.0")
+    flags.DEFINE_string("noise", "", "n2t on clean --data: Gaussian noise added on the fly, std "
+                                     "log-uniform between two fractions of the image's std, e.g. 0.05,1.0")
     flags.DEFINE_string("clean", None, "folder of clean references (same names as --data) for validation PSNR")
     flags.DEFINE_string("patch_size", "", "patch size, e.g. 64 or 64,64 (2D) or 16,64,64 (3D); "
                                           "default 64x64, or 16x64x64 for volumes")
@@ -45,9 +44,8 @@ def _define_flags():
     # Run
     flags.DEFINE_string("model_dir", d.model_dir, "where checkpoints, logs and the export go")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "checkpoint (and validate) every K steps")
-    flags.DEFINE_string("init", None, "start from the weights of an exported model (e.g. "
-                                      "n2s_tf/models/cryoem) with the same --network and --network_args, "
-                                      "or those with larger base_filters: the model is widened first")
+    flags.DEFINE_string("init", None, "start from an exported model's weights (e.g. n2s_tf/models/cryoem); "
+                                      "same --network and --network_args, base_filters may be larger")
     flags.DEFINE_boolean("resume", d.resume, "continue the run in --model_dir from its last checkpoint")
     flags.DEFINE_integer("seed", d.seed, "makes a run repeatable")
     flags.DEFINE_string("strategy", d.strategy, "auto, one_device, mirrored or multi_worker")
