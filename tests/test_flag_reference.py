@@ -37,3 +37,8 @@ def test_missing_markers_are_a_one_line_error(tmp_path):
     bare.write_text("# no tables here\n", encoding="utf-8")
     result = flag_reference("--check", f"--readme={bare}")
     assert result.returncode == 2 and "<!-- flags:train -->" in result.stderr
+
+
+def test_the_readme_stays_a_five_minute_read():
+    """README.md is for users, at most 15 KB (the tables with commands live in docs/)."""
+    assert os.path.getsize(os.path.join(ROOT, "README.md")) <= 15_000
