@@ -52,6 +52,17 @@ def _standardize_pad(images, stride: int, ndim: int):
     return x, mean, std, tf.shape(images)
 
 
+def _finite(images, ndim: int):
+    """In-graph: each non-finite pixel (NaN, Inf) replaced by its image's per-channel mean of the
+    finite pixels, so that one bad pixel cannot make a served output all NaN (the numpy path,
+    inference.denoise_array, uses the median of the finite neighbours instead)."""
+    axes = list(range(1, ndim + 1))
+    finite = tf.math.is_finite(images)
+    count = tf.reduce_sum(tf.cast(finite, tf.float32), axis=axes, keepdims=True)
+    total = tf.reduce_sum(tf.where(finite, images, tf.zeros_like(images)), axis=axes, keepdims=True)
+    return tf.where(finite, images, total / tf.maximum(count, 1.0))
+
+
 class _DenoiserModule(tf.Module):
     def __init__(self, network: keras.Model, meta: dict, asset_paths):
         super().__init__()
@@ -68,6 +79,7 @@ class _DenoiserModule(tf.Module):
 
         @tf.function(input_signature=[spec])
         def serving_default(images):
+            images = _finite(images, ndim)
             if meta.get("serving_whiten") == "auto":
                 from n2s_tf.whitening import graph_denoise_whitened
 

@@ -366,3 +366,18 @@ def test_big_tiff_is_read_through_a_map(tmp_path):
         assert type(read.data) is np.ndarray and read.data.flags.writeable
         np.testing.assert_array_equal(read.data, image)
 
+
+
+def test_served_output_of_an_image_with_nan_is_finite(tiny_model):
+    """The SavedModel's serving signature (TF Serving) fills a non-finite pixel with its image's
+    finite mean before standardizing, instead of returning an all-NaN image."""
+    model = tiny_model
+    image = ramp_image()[None]
+    bad = image.copy()
+    bad[0, 3, 4, 0] = np.nan
+    bad[0, 10, 1, 0] = np.inf
+    out = model.serve(bad)
+    assert np.isfinite(out).all()
+    filled = image.copy()
+    filled[0, 3, 4, 0] = filled[0, 10, 1, 0] = np.delete(image.ravel(), [3 * 40 + 4, 10 * 40 + 1]).mean()
+    np.testing.assert_allclose(out, model.serve(filled), atol=1e-4)
