@@ -143,13 +143,14 @@ def run_peer(method, noisy_path, work):
 
 
 def main(argv):
-    if not os.path.isfile(FLAGS.pdb):
-        raise ConfigError(f"--pdb={FLAGS.pdb}: no such file (a PDB/mmCIF model is needed to simulate micrographs)")
     snrs = parse_snrs(FLAGS.snrs)
     methods = [m for m in FLAGS.methods.split(",") if m]
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
         raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; choose from {', '.join(ALL_METHODS)}")
+    # After the flags: a checkout without ../shared still gets its flag errors first.
+    if not os.path.isfile(FLAGS.pdb):
+        raise ConfigError(f"--pdb={FLAGS.pdb}: no such file (a PDB/mmCIF model is needed to simulate micrographs)")
     from n2s_tf import evaluate, noise, reports, synthetic
     from n2s_tf.evaluate import Denoiser
 
