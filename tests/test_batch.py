@@ -373,17 +373,6 @@ def test_help_shows_the_commands_own_flags():
     assert "--skip_existing" in result.stdout and "--shard" in result.stdout and "Try --helpfull" not in result.stdout
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    from n2s_tf.export import export_model
-    from n2s_tf.networks import build_network
-
-    network = build_network("unet", depth=1, base_filters=4)
-    meta = {"ndim": 2, "channels": 1, "stride": network.stride, "receptive_field": network.receptive_field,
-            "method": "n2s", "network": "unet", "steps": 0}
-    return export_model(network, meta, str(tmp_path_factory.mktemp("export")))
-
-
 def wrote(result):
     return [line.split(" wrote ")[1].split(" (")[0] for line in result.stdout.splitlines() if " wrote " in line]
 

@@ -28,14 +28,6 @@ def assert_user_error(result, words):
     assert len(errors) == 1 and words in errors[0], result.stderr[-2000:]
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    network = build_network("unet", depth=1, base_filters=4)
-    meta = {"ndim": 2, "channels": 1, "stride": network.stride, "receptive_field": network.receptive_field,
-            "method": "n2s", "network": "unet", "steps": 0}
-    return export_model(network, meta, str(tmp_path_factory.mktemp("export")))
-
-
 @pytest.mark.parametrize("args,words", [
     (["--model=n3s"], "--model='n3s' is not one of"),
     (["--network=vgg"], "--network='vgg' is not one of"),
