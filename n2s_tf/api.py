@@ -128,13 +128,15 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
         return denoise_array(predict, x, model.stride, model.receptive_field,
                              tile=tile, tta=tta, progress=progress, calibrate=calibrate, **memory)
 
-    if whiten is not False and not np.isfinite(image).all():
+    # Blind-spot models pass correlated noise through. The verdict is made for micrographs,
+    # where noise outweighs the signal at high frequency; textured natural images can fool
+    # it, and supervised models are left to what they learned (no pass over the image).
+    if whiten == "auto" and not blind_spot(model, adapt_steps):
+        whiten = False
+    if whiten is not False and not _all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
     if whiten == "auto":
-        # Blind-spot models pass correlated noise through. The verdict is made for micrographs,
-        # where noise outweighs the signal at high frequency; textured natural images can fool
-        # it, and supervised models are left to what they learned.
-        whiten = blind_spot(model, adapt_steps) and noise_is_correlated(image, model.ndim)
+        whiten = noise_is_correlated(image, model.ndim)
     if whiten:
         from n2s_tf.whitening import denoise_whitened
 
@@ -142,6 +144,13 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     else:
         out = run(image)
     return out[..., 0] if squeeze else out
+
+
+def _all_finite(image: np.ndarray) -> bool:
+    """Whether every pixel is finite, slab by slab (no full-size boolean temporary)."""
+    from n2s_tf.io import slabs
+
+    return all(np.isfinite(image[rows]).all() for rows in slabs(image))
 
 
 def blind_spot(model, adapt_steps: int = 0) -> bool:
