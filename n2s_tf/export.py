@@ -99,13 +99,11 @@ def with_policy(network: keras.Model, policy: str) -> keras.Model:
     "mixed_bfloat16", ...); the network itself when it already computes in that policy."""
     if network.dtype_policy.name == policy:
         return network
+    from n2s_tf.networks.base import dtype_policy
+
     config = {k: v for k, v in network.get_config().items() if k not in ("name", "trainable", "dtype")}
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with dtype_policy(policy):
         rebuilt = type(network)(**config)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     rebuilt.set_weights(network.get_weights())
     return rebuilt
 
@@ -134,14 +132,17 @@ def export_model(network: keras.Model, meta: dict, base_dir: str,
     # blind-spot model whitens correlated noise in the graph as api.denoise does (n2s_tf.whitening).
     method = METHODS.get(meta.get("method"))
     whiten = "auto" if meta.get("ndim") == 2 and method is not None and method.masked else "off"
-    meta = dict(meta, bytes_per_pixel=estimate_bytes_per_pixel(network), serving_whiten=whiten)
+    # The serving graph runs the inference form of the network (batch normalization folded into
+    # the convolutions); network.keras keeps the trained form for fine-tuning.
+    serving_network = network.for_inference()
+    meta = dict(meta, bytes_per_pixel=estimate_bytes_per_pixel(serving_network), serving_whiten=whiten)
     with tempfile.TemporaryDirectory() as staging:
         meta_path = os.path.join(staging, METADATA_FILE)
         with open(meta_path, "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
         network_path = os.path.join(staging, NETWORK_FILE)
         network.save(network_path)
-        module = _DenoiserModule(network, meta, [meta_path, network_path])
+        module = _DenoiserModule(serving_network, meta, [meta_path, network_path])
         tmp = os.path.join(model_root, f".tmp-{version}-{os.getpid()}")
         tf.saved_model.save(module, tmp, signatures={
             "serving_default": module.serving_default,
@@ -225,9 +226,10 @@ class LoadedModel:
     """An exported model, ready for numpy prediction; see `n2s_tf.denoise`.
 
     precision="float32" runs the SavedModel's own graph (exactly what TF Serving runs);
-    "bfloat16" rebuilds the network from its assets with bfloat16 compute and float32
-    weights and output (faster on CPUs with native bfloat16 and close to float32; figures in
-    docs/benchmarks.md); "auto" picks bfloat16 where `native_bfloat16()`.
+    "bfloat16" rebuilds the network from its assets in its inference form (batch normalization
+    folded, `for_inference`) with bfloat16 compute and float32 weights and output (faster on
+    CPUs with native bfloat16 and close to float32; figures in docs/benchmarks.md);
+    "auto" picks bfloat16 where `native_bfloat16()`.
     """
 
     def __init__(self, path: str, precision: str = "float32"):
@@ -257,7 +259,7 @@ class LoadedModel:
         return self._module.predict_standardized(batch)["output"].numpy()
 
     def _bfloat16_network(self):
-        network = self.keras_network("bfloat16")
+        network = with_policy(self.keras_network("float32").for_inference(), "mixed_bfloat16")
         return tf.function(lambda x: tf.cast(network(x, training=False), tf.float32))
 
     def serve(self, batch) -> np.ndarray:

@@ -108,14 +108,16 @@ def choose_tile(spatial_shape, stride, receptive_field, tile=None, max_memory=No
     return 2 * stride
 
 
-def _axis_windows(size, tile, context):
+def _axis_windows(size, tile, context, stride):
     """Along one axis: (core start, window start) pairs, the core length, the window length.
 
-    Cores of length min(tile, size) cover [0, size); the last one is moved back to end
-    at the image edge. A window keeps its length and slides inwards at the image edges,
-    where the real border replaces the missing context.
+    As many cores as tiles of length `tile` need to cover [0, size), of one length (a multiple
+    of stride, at most tile) shared out evenly, so that little is computed twice; the last one
+    is moved back to end at the image edge. A window keeps its length and slides inwards at
+    the image edges, where the real border replaces the missing context.
     """
-    core = min(tile, size)
+    count = -(-size // tile)
+    core = min(_round_up(-(-size // count), stride), size)
     window = min(size, core + 2 * context)
     starts = sorted({min(start, size - core) for start in range(0, size, core)})
     return [(start, min(max(start - context, 0), size - window)) for start in starts], core, window
@@ -188,7 +190,7 @@ def predict_tiled(predict_fn, image, stride, receptive_field, tile=None, max_mem
         spatial_shape = tuple(image_shape)
     tile = choose_tile(padded.shape[:-1], stride, receptive_field, tile, max_memory, bytes_per_pixel)
     context = context_size(receptive_field, stride)
-    pairs_per_axis, cores, windows = zip(*(_axis_windows(n, tile, context) for n in padded.shape[:-1]))
+    pairs_per_axis, cores, windows = zip(*(_axis_windows(n, tile, context, stride) for n in padded.shape[:-1]))
     predict = _predict_tta if tta else _predict
     output = np.empty(spatial_shape + padded.shape[-1:], np.float32)  # the padding is never kept
     combos = list(product(*pairs_per_axis))

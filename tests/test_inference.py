@@ -157,8 +157,10 @@ def test_large_image_uses_one_window_shape():
     calls = ShapeRecorder(lambda batch: batch)
     image = np.zeros((300, 300, 1), np.float32)
     predict_tiled(calls, image, STRIDE_2D, RF_2D, tile=64)
-    window = 64 + 2 * context_size(RF_2D, STRIDE_2D)  # 64 + 2 * 20
-    assert len(calls.shapes) == 25  # ceil(300 / 64) = 5 tiles per axis
+    # ceil(300 / 64) = 5 tiles per axis share the 300 px evenly: 60 px cores (not 64, which
+    # would compute 20 px twice), each with 20 px of context per side.
+    window = 60 + 2 * context_size(RF_2D, STRIDE_2D)
+    assert len(calls.shapes) == 25
     assert set(calls.shapes) == {(1, window, window, 1)}  # at most 9 allowed; all windows share one
 
 
@@ -180,7 +182,8 @@ def test_tile_from_memory_drives_predict_tiled():
     calls = ShapeRecorder(lambda batch: batch)
     predict_tiled(calls, np.zeros((300, 300, 1), np.float32), STRIDE_2D, RF_2D,
                   max_memory=4 * 120**2, bytes_per_pixel=4)
-    assert set(calls.shapes) == {(1, 120, 120, 1)}  # tile 80 + 2 * 20 context
+    # The budget allows tile 80 + 2 * 20 context; 4 such tiles cover 300 px with 76 px cores.
+    assert set(calls.shapes) == {(1, 116, 116, 1)}
 
 
 def test_tile_defaults_and_errors():

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from n2s_tf.networks import NETWORKS, build_network
+from n2s_tf.networks.base import dtype_policy
 from n2s_tf.networks.layers import BlurPool, ResizeBy2, receptive_field
 from n2s_tf.networks.widen import copy_into_wider
 
@@ -128,18 +129,47 @@ def test_residual_unet_adds_its_input():
         np.testing.assert_array_equal(model(x, training=False).numpy(), expected)
 
 
+# --- inference form ---------------------------------------------------------------------------
+
+
+def trained_looking(network, seed=1):
+    """Random biases, BN offsets and statistics too, so that every weight matters."""
+    rng = np.random.default_rng(seed)
+    network.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype) if "variance" not in v.path
+                         else 1 + rng.random(w.shape).astype(w.dtype)
+                         for v, w in zip(network.weights, network.get_weights())])
+    return network
+
+
+@pytest.mark.parametrize("key", sorted(TINY))
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_inference_form_computes_the_same(key, ndim):
+    network = trained_looking(tiny(key, ndim, 2))
+    folded = network.for_inference()
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in network.layers)
+    if key.startswith("unet") and has_bn:
+        assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+        assert folded.count_params() < network.count_params()
+    else:
+        assert folded is network  # nothing to fold (resunet's BN precedes a ReLU)
+    x = random_batch(ndim, 2, 16)
+    np.testing.assert_allclose(folded(x, training=False), network(x, training=False), rtol=1e-4, atol=1e-4)
+
+
+def test_inference_form_keeps_the_dtype_policy():
+    with dtype_policy("mixed_bfloat16"):
+        network = trained_looking(tiny("unet", 2, 1))
+    assert network.for_inference().dtype_policy.name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 # --- widening ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("key", sorted(TINY))
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_widened_network_computes_the_same(key, ndim):
-    narrow = tiny(key, ndim, 2)
-    # Trained-looking weights: random biases and BN statistics too, so that all are copied.
-    rng = np.random.default_rng(1)
-    narrow.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype) if "variance" not in v.path
-                        else 1 + rng.random(w.shape).astype(w.dtype)
-                        for v, w in zip(narrow.weights, narrow.get_weights())])
+    narrow = trained_looking(tiny(key, ndim, 2))  # so that all weights are copied
     name = key.removesuffix("_n2v2").removesuffix("_residual")
     wide = build_network(name, ndim=ndim, channels=2, **dict(TINY[key], base_filters=6))
     copy_into_wider(narrow, wide)
@@ -177,14 +207,11 @@ def test_resunet_parameter_count():
 
 @pytest.mark.parametrize("key", sorted(TINY))
 def test_float32_output_under_mixed_precision(key):
-    try:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    with dtype_policy("mixed_bfloat16"):
         model = tiny(key, 2, 1)
-        assert model.layers[1].compute_dtype == "bfloat16"  # the body does run in bfloat16
-        assert model.output.dtype == "float32"
-        assert model(random_batch(2, 1, 16), training=False).dtype == tf.float32
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    assert model.layers[1].compute_dtype == "bfloat16"  # the body does run in bfloat16
+    assert model.output.dtype == "float32"
+    assert model(random_batch(2, 1, 16), training=False).dtype == tf.float32
 
 
 # --- receptive field --------------------------------------------------------------------------

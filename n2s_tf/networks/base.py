@@ -5,6 +5,8 @@ receptive-field path; `get_config` returns exactly those arguments, so `from_con
 `.keras` loading) rebuilds the same network.
 """
 
+import contextlib
+
 import keras
 
 from n2s_tf.networks.layers import receptive_field
@@ -36,3 +38,21 @@ class DenoisingNetwork(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def for_inference(self) -> keras.Model:
+        """A network that computes what this one computes in inference, with fewer operations
+        (see UNet's, which folds batch normalization into the convolutions); this one itself
+        where there is nothing to simplify. Not for training: it has no batch statistics."""
+        return self
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Build layers under the Keras dtype policy `name` ("float32", "mixed_bfloat16", ...),
+    restoring the global policy afterwards."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -14,9 +14,10 @@ downsampling (2x2 max-pool with stride 1, then `BlurPool`) and no skip at full r
 """
 
 import keras
+import numpy as np
 
 from n2s_tf.networks import register
-from n2s_tf.networks.base import DenoisingNetwork
+from n2s_tf.networks.base import DenoisingNetwork, dtype_policy
 from n2s_tf.networks.layers import BlurPool, network_input, spatial_layers
 
 
@@ -87,3 +88,28 @@ class UNet(DenoisingNetwork):
         args = dict(ndim=ndim, channels=channels, depth=depth, base_filters=base_filters,
                     kernel_size=kernel_size, batch_norm=batch_norm, n2v2=n2v2, residual=residual)
         super().__init__(inputs, outputs, name=name, args=args, stride=2**depth, path=path, **kwargs)
+
+    def for_inference(self):
+        """The same U-Net with each batch normalization folded into the convolution before it
+        (kernel times gamma / sqrt(var + eps), bias beta - mean * that factor): what this one
+        computes in inference, without the normalization's passes over every activation, which
+        cost more than the convolutions in bfloat16 on CPUs. Same dtype policy as this one."""
+        if not self.batch_norm:
+            return self
+        config = {k: v for k, v in self.get_config().items() if k != "trainable"}
+        with dtype_policy(self.dtype_policy.name):
+            folded = type(self)(**dict(config, batch_norm=False))
+        # Both networks create their layers in the same order; in this one each conv of a
+        # block is followed by its batch normalization, which the folded network lacks.
+        source = [layer for layer in self.layers if layer.weights]
+        target = iter(layer for layer in folded.layers if layer.weights)
+        for layer, after in zip(source, source[1:] + [None]):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                continue
+            weights = [np.asarray(w) for w in layer.weights]
+            if isinstance(after, keras.layers.BatchNormalization):
+                gamma, beta, mean, variance = (np.asarray(w) for w in after.weights)
+                scale = gamma / np.sqrt(variance + after.epsilon)
+                weights = [weights[0] * scale, beta - mean * scale]
+            next(target).set_weights(weights)
+        return folded
