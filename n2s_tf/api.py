@@ -90,6 +90,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     noise); "auto" does so for a blind-spot model (or with adaptation) when `n2s_tf.noise`
     finds the noise correlated; False never.
     """
+    from n2s_tf.data import all_finite
     from n2s_tf.export import LoadedModel
     from n2s_tf.inference import denoise_array, repaired_copy
 
@@ -133,7 +134,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     # it, and supervised models are left to what they learned (no pass over the image).
     if whiten == "auto" and not blind_spot(model, adapt_steps):
         whiten = False
-    if whiten is not False and not _all_finite(image):
+    if whiten is not False and not all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
     if whiten == "auto":
         whiten = noise_is_correlated(image, model.ndim)
@@ -144,13 +145,6 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     else:
         out = run(image)
     return out[..., 0] if squeeze else out
-
-
-def _all_finite(image: np.ndarray) -> bool:
-    """Whether every pixel is finite, slab by slab (no full-size boolean temporary)."""
-    from n2s_tf.io import slabs
-
-    return all(np.isfinite(image[rows]).all() for rows in slabs(image))
 
 
 def blind_spot(model, adapt_steps: int = 0) -> bool:

@@ -56,6 +56,11 @@ def channel_stats(image: np.ndarray):
     return mean, np.where(std > 0, std, 1.0)
 
 
+def all_finite(image: np.ndarray) -> bool:
+    """Whether every pixel is finite, slab by slab (no full-size boolean temporary)."""
+    return all(np.isfinite(image[rows]).all() for rows in slabs(image))
+
+
 def standardize(image: np.ndarray, stats=None, out=None):
     """(image - mean) / std per channel, as float32; returns (standardized, (mean, std)).
 

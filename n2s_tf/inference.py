@@ -123,6 +123,29 @@ def _axis_windows(size, tile, context, stride):
     return [(start, min(max(start - context, 0), size - window)) for start in starts], core, window
 
 
+class StandardizedWindows:
+    """An image standardized with `stats` and padded to the stride as pad_to_multiple pads,
+    made window by window when a window is read (`windows[slices]`), never as a whole: for
+    predict_tiled on an image whose pixels are all finite, so that a tomogram is not copied.
+    A window equals the same window of the padded, standardized copy exactly."""
+
+    def __init__(self, image, stride, stats):
+        self.image = image
+        self.mean, self.std = stats
+        self.spatial = tuple(image.shape[:-1])
+        self.shape = padded_shape(self.spatial, stride) + image.shape[-1:]
+
+    def __getitem__(self, window):
+        inside = tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, self.spatial))
+        block = np.empty(tuple(w.stop - w.start for w in window) + self.shape[-1:], np.float32)
+        region = crop(block, [w.stop - w.start for w in inside])
+        region[...] = (np.asarray(self.image[inside], np.float64) - self.mean) / self.std
+        # The reflection reads only pixels inside the window (a window that reaches the
+        # padding holds more than the pad of real pixels before it), so it is the global one.
+        fill_padding(block, region.shape[:-1])
+        return block
+
+
 def _predict(predict_fn, batch):
     out = np.asarray(predict_fn(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
     if out.shape != batch.shape:
@@ -171,6 +194,7 @@ def predict_tiled(predict_fn, image, stride, receptive_field, tile=None, max_mem
                   bytes_per_pixel=None, tta=False, progress=False, image_shape=None):
     """Predict a standardized (H, W, C) image or (D, H, W, C) volume tile by tile.
 
+    `image` may also be StandardizedWindows, read window by window.
     predict_fn maps a float32 batch (1, *spatial, C), spatial sizes multiples of stride,
     to an array of the same shape. receptive_field is the width along one axis of the
     input region one output pixel depends on; each tile gets ceil(receptive_field / 2)
@@ -181,9 +205,12 @@ def predict_tiled(predict_fn, image, stride, receptive_field, tile=None, max_mem
     image_shape: the spatial shape of the real image when `image` is already padded to the
     stride (by fill_padding, as denoise_array does); the result has that shape.
     """
-    image = np.asarray(image, dtype=np.float32)
-    _spatial_ndim(image)
-    padded, spatial_shape = pad_to_multiple(image, stride)
+    if isinstance(image, StandardizedWindows):
+        padded, spatial_shape = image, image.spatial
+    else:
+        image = np.asarray(image, dtype=np.float32)
+        _spatial_ndim(image)
+        padded, spatial_shape = pad_to_multiple(image, stride)
     if image_shape is not None:
         if padded is not image or padded_shape(image_shape, stride) != spatial_shape:
             raise ValueError(f"an image of shape {image.shape} is not image_shape {image_shape} padded to {stride}")
@@ -224,28 +251,34 @@ def denoise_array(predict_fn, image, stride, receptive_field, calibrate=False, *
     Non-finite pixels (NaN, Inf) are left out of the mean and std and replaced by the median
     of their finite neighbours (`data.repair_nonfinite`), with a RepairedPixelsWarning; their
     output is the denoised repaired value. An image with no finite pixel is a UserError.
-    Memory besides the tiles: one float32 copy of the image (padded to the stride and
-    standardized in place) and the float32 output; the input itself is only read.
+    Memory besides the tiles: the float32 output; the input itself is only read, window by
+    window (StandardizedWindows). With non-finite pixels to repair, or calibrate, also one
+    float32 copy of the image, padded to the stride and standardized in place.
     """
     from n2s_tf import calibration
-    from n2s_tf.data import standardize
+    from n2s_tf.data import all_finite, channel_stats, standardize
     from n2s_tf.io import slabs
 
     image = np.asarray(image)
     _spatial_ndim(image)
-    spatial = tuple(image.shape[:-1])
-    padded = np.empty(padded_shape(spatial, stride) + image.shape[-1:], np.float32)
-    region = crop(padded, spatial)
-    region[...] = image
-    mean, std = standardize(region, out=region)[1]
-    _repair(region, image.size)
-    fill_padding(padded, spatial)
-    if calibrate:
-        predict = lambda x: predict_tiled(predict_fn, x, stride, receptive_field, **tiling)  # noqa: E731
-        prediction = calibration.calibrate(predict, region)
+    if not calibrate and all_finite(image):
+        mean, std = stats = channel_stats(image)
+        prediction = predict_tiled(predict_fn, StandardizedWindows(image, stride, stats), stride, receptive_field,
+                                   **tiling)
     else:
-        prediction = predict_tiled(predict_fn, padded, stride, receptive_field, image_shape=spatial, **tiling)
-    del padded, region
+        spatial = tuple(image.shape[:-1])
+        padded = np.empty(padded_shape(spatial, stride) + image.shape[-1:], np.float32)
+        region = crop(padded, spatial)
+        region[...] = image
+        mean, std = standardize(region, out=region)[1]
+        _repair(region, image.size)
+        fill_padding(padded, spatial)
+        if calibrate:
+            predict = lambda x: predict_tiled(predict_fn, x, stride, receptive_field, **tiling)  # noqa: E731
+            prediction = calibration.calibrate(predict, region)
+        else:
+            prediction = predict_tiled(predict_fn, padded, stride, receptive_field, image_shape=spatial, **tiling)
+        del padded, region
     for rows in slabs(prediction):
         prediction[rows] = prediction[rows] * std + mean
     return prediction

@@ -345,15 +345,16 @@ def _check(path, condition, reason):
 
 
 def _write_mrc(path, values, stack, facts, keep_extended_header, label):
-    """Write float32 `values` (2D or 3D) as mode 2, with header facts from the input. The
-    data go slab by slab into a memory map of the new file, and dmin/dmax/dmean/rms are
-    computed the same way (in float64), so a big image needs no second copy in memory."""
+    """Write float32 `values` (2D or 3D) as mode 2, with header facts from the input. mrcfile
+    writes the header of a file of the full size; the data then go slab by slab through
+    ordinary writes, and dmin/dmax/dmean/rms are computed slab by slab too (in float64), so
+    a big image needs no second copy in memory (writing through a memory map of the file
+    would hold its pages as well, as much again as the image)."""
     extended = facts is not None and keep_extended_header and bool(facts["extended_header"])
     with mrcfile.new_mmap(path, values.shape, mrc_mode=2,
                           extended_header=np.frombuffer(facts["extended_header"], dtype="V1") if extended else None,
                           exttyp=facts["exttyp"].encode("latin-1") if extended else None) as mrc:
-        for rows in slabs(values):
-            mrc.data[rows] = values[rows]
+        offset, dtype = mrc.header.nbytes + mrc.extended_header.nbytes, mrc.data.dtype  # the pages stay untouched
         _set_header_stats(mrc, values)
         if values.ndim == 3:
             # Before the voxel size: it is stored as cella = voxel size * (mx, my, mz),
@@ -378,6 +379,10 @@ def _write_mrc(path, values, stack, facts, keep_extended_header, label):
         mrc.header.nlabl = 0
         for text in labels:
             mrc.add_label(text)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        for rows in slabs(values):
+            f.write(memoryview(np.ascontiguousarray(values[rows], dtype=dtype)))
 
 
 def _set_header_stats(mrc, values):

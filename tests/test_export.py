@@ -165,6 +165,18 @@ def test_bfloat16_inference_is_close_to_float32_but_really_bfloat16(export_2d):
     assert LoadedModel(export_2d, precision="auto").precision in ("float32", "bfloat16")
 
 
+def test_files_of_one_shape_trace_the_prediction_once(export_2d):
+    # A data set of thousands of micrographs of one size must not recompile per file or tile:
+    # the tiles of one image share a shape, and so do those of the next image.
+    import n2s_tf
+
+    model = LoadedModel(export_2d, precision="bfloat16")
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        n2s_tf.denoise(rng.normal(size=(100, 90)).astype(np.float32), model, tile=32, whiten=False)
+    assert model._bfloat16.experimental_get_tracing_count() == 1
+
+
 def test_a_network_trained_in_bfloat16_exports_a_float32_graph(network_2d, tmp_path):
     # Training under --mixed_precision=bfloat16 leaves a network that computes in bfloat16;
     # the SavedModel (what TF Serving and precision="float32" run) must still be float32.

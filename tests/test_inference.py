@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from n2s_tf.inference import (
+    StandardizedWindows,
     _Progress,
     choose_tile,
     context_size,
@@ -255,6 +256,46 @@ def test_denoise_array_restores_scale():
     np.testing.assert_array_equal(batch[..., 1], 0.0)
     volume = rng.normal(-5, 2, (8, 12, 10, 1)).astype(np.float32)
     np.testing.assert_allclose(denoise_array(lambda b: b, volume, 2, 5), volume, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, stride", [((75, 93, 2), 8), ((3, 70, 61, 1), 4), ((9, 10, 7, 1), 16)])
+def test_standardized_windows_equal_the_padded_copy(shape, stride):
+    # Every window predict_tiled can ask for (the whole axis, or at least two strides long),
+    # also those reaching into the padding and axes shorter than the pad (which repeat the
+    # edge), is exactly the window of the standardized copy padded as a whole.
+    from n2s_tf.data import channel_stats, standardize
+
+    image = np.random.default_rng(8).normal(3, 2, shape).astype(np.float32)
+    stats = channel_stats(image)
+    copy, _ = pad_to_multiple(standardize(image, stats)[0], stride)
+    windows = StandardizedWindows(image, stride, stats)
+    assert windows.shape == copy.shape
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        window = []
+        for n in copy.shape[:-1]:
+            length = int(rng.integers(min(n, 2 * stride), n + 1))
+            start = int(rng.integers(0, n - length + 1))
+            window.append(slice(start, start + length))
+        np.testing.assert_array_equal(windows[tuple(window)], copy[tuple(window)])
+    np.testing.assert_array_equal(windows[tuple(slice(0, n) for n in copy.shape[:-1])], copy)
+
+
+def test_denoise_array_without_a_copy_equals_the_copy_route(net1):
+    # All finite: windows are made on the fly; one NaN elsewhere takes the repairing copy. Away
+    # from the repaired pixel the two predictions agree.
+    image = np.random.default_rng(10).normal(5, 3, (60, 52, 1)).astype(np.float32)
+    predict_fn = as_predict_fn(tiny_unet_2d(1))
+    direct = denoise_array(predict_fn, image, STRIDE_2D, RF_2D, tile=16)
+    damaged = image.copy()
+    damaged[0, 0] = np.nan
+    with pytest.warns(Warning, match="non-finite"):
+        repaired = denoise_array(predict_fn, damaged, STRIDE_2D, RF_2D, tile=16)
+    far = (slice(30, None), slice(30, None))  # beyond the receptive field of the repaired pixel
+    # The mean and std change a little with the one pixel left out.
+    np.testing.assert_allclose(direct[far], repaired[far], rtol=1e-3, atol=1e-2 * image.std())
+    whole = predict_whole(predict_fn, (image - image.mean()) / image.std(), STRIDE_2D) * image.std() + image.mean()
+    assert max_error(direct, whole) < 1e-3 * image.std()
 
 
 def test_progress_only_when_asked_and_none_in_a_log_for_a_short_prediction(capsys):

@@ -132,7 +132,8 @@ def _compute(job, images, model):
     if report and FLAGS.report_noise:
         _noise_report(f"{job.source} residual", image.data - denoised, model)
     if other is not None:
-        denoised = (denoised + _denoise(other, model)) / 2
+        denoised += _denoise(other, model)  # in place: a tomogram's halves are large
+        denoised *= 0.5
     return image, denoised
 
 
