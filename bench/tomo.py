@@ -10,6 +10,9 @@ noiseless reconstruction with the same missing wedge (PSNR, CC, FSC mean = FSC-A
 - gaussian: a 3D Gaussian filter of --gaussian_sigma voxels on the full-dose tomogram;
 - n2n: n2s_tf Noise2Noise trained --steps on the even/odd halves, both halves denoised and
   averaged (the cryoCARE route);
+- single: the route without halves, n2s_tf N2S trained --steps on the full-dose tomogram alone,
+  whitened by its own noise spectrum (train.py --whiten), and denoised so (test_single.py whitens
+  for such a model);
 - topaz3d: Topaz-Denoise's pretrained 3D model (unet-3d) on the full-dose tomogram, run in the
   peers venv by bench/peers.py;
 - cryocare: cryoCARE 0.3.0 trained on the halves with its recommended network (72^3 patches, depth 3,
@@ -34,7 +37,7 @@ from n2s_tf.cli.common import parse_floats, parse_ints, parse_network_args, run_
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 DATA = os.path.join(ROOT, "..", "shared", "data")
-METHODS = ("gaussian", "n2n", "topaz3d", "cryocare")
+METHODS = ("gaussian", "n2n", "single", "topaz3d", "cryocare")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("models", f"{DATA}/6z6u.pdb,{DATA}/3jb9.cif", "comma-separated atomic models (PDB/mmCIF)")
@@ -71,23 +74,44 @@ def simulate(dose):
         total_dose=dose, contrast=FLAGS.contrast, seed=FLAGS.seed)
 
 
+def _train(work, **fields):
+    """An n2s_tf model trained on 3D patches as the flags say; (loaded model, training seconds)."""
+    from n2s_tf import api
+
+    tick = time.time()
+    result = api.train(ndim=3, steps=FLAGS.steps, network=FLAGS.network,
+                       network_args=parse_network_args(FLAGS.network_args), batch_size=FLAGS.batch_size,
+                       patch_size=parse_ints(FLAGS.patch_size, "patch_size"), seed=FLAGS.seed,
+                       mixed_precision=FLAGS.mixed_precision, checkpoint_every=FLAGS.steps,
+                       model_dir=os.path.join(work, "run"), **fields)
+    return api.load_model(result["export_dir"]), time.time() - tick
+
+
 def train_n2n(tomogram, work):
-    """Noise2Noise on the even/odd halves; a function that denoises both halves and averages them."""
+    """Noise2Noise on the even/odd halves, both halves denoised and averaged; (output, training
+    seconds, denoising seconds)."""
     from n2s_tf import api
 
     for half in ("even", "odd"):
         os.makedirs(os.path.join(work, half), exist_ok=True)
         np.save(os.path.join(work, half, "tomo.npy"), tomogram[half][..., None])
-    result = api.train(model="n2n", data=os.path.join(work, "even"), target=os.path.join(work, "odd"),
-                       ndim=3, steps=FLAGS.steps, network=FLAGS.network,
-                       network_args=parse_network_args(FLAGS.network_args), batch_size=FLAGS.batch_size,
-                       patch_size=parse_ints(FLAGS.patch_size, "patch_size"), seed=FLAGS.seed,
-                       mixed_precision=FLAGS.mixed_precision, checkpoint_every=FLAGS.steps,
-                       model_dir=os.path.join(work, "run"))
-    model = api.load_model(result["export_dir"])
+    model, train_seconds = _train(work, model="n2n", data=os.path.join(work, "even"), target=os.path.join(work, "odd"))
     tick = time.time()
     denoised = (api.denoise(tomogram["even"], model) + api.denoise(tomogram["odd"], model)) / 2
-    return denoised, time.time() - tick
+    return denoised, train_seconds, time.time() - tick
+
+
+def train_single(tomogram, work):
+    """N2S on the full-dose tomogram alone, whitened (the route without halves); (output, training
+    seconds, denoising seconds)."""
+    from n2s_tf import api
+
+    volume = tomogram["noisy"]
+    np.save(os.path.join(work, "tomo.npy"), volume[..., None])
+    model, train_seconds = _train(work, model="n2s", data=os.path.join(work, "tomo.npy"), whiten=True)
+    tick = time.time()
+    denoised = api.denoise(volume, model)  # whitens: the model was trained whitened
+    return denoised, train_seconds, time.time() - tick
 
 
 def topaz3d(volume, work):
@@ -101,7 +125,8 @@ def topaz3d(volume, work):
 
 
 def cryocare(tomogram, work):
-    """cryoCARE trained and run on the halves by its own programs; (output, seconds)."""
+    """cryoCARE trained and run on the halves by its own programs; (output, training seconds with
+    its patch extraction, prediction seconds)."""
     import peers
 
     paths = {half: os.path.join(work, f"{half}.npy") for half in ("even", "odd")}
@@ -116,7 +141,11 @@ def cryocare(tomogram, work):
     result = peers.run_peer("cryocare_n2n", venv="cryocare", even=paths["even"], odd=paths["odd"], output=out,
                             result=os.path.join(work, "cryocare.json"), voxel=FLAGS.pixel_size, patch=patch,
                             epochs=FLAGS.cryocare_epochs, steps_per_epoch=steps, batch_size=batch)
-    return np.load(out), result["extract_seconds"] + result["train_seconds"] + result["predict_seconds"]
+    return np.load(out), result["extract_seconds"] + result["train_seconds"], result["predict_seconds"]
+
+
+# Their rows also give training and denoising seconds.
+TRAINED = {"n2n": train_n2n, "single": train_single, "cryocare": cryocare}
 
 
 def central_slices(volume):
@@ -149,10 +178,8 @@ def main(argv):
                     denoisers.append(evaluate.baseline_denoiser("gaussian", name="gaussian",
                                                                 sigma=FLAGS.gaussian_sigma))
                     continue
-                if method == "n2n":
-                    output, seconds["n2n_denoise"] = train_n2n(tomogram, folder)
-                elif method == "cryocare":
-                    output, _ = cryocare(tomogram, folder)
+                if method in TRAINED:
+                    output, seconds[f"{method}_train"], seconds[f"{method}_denoise"] = TRAINED[method](tomogram, folder)
                 else:
                     output, _ = topaz3d(tomogram["noisy"], folder)
                 seconds[method] = time.time() - tick
@@ -162,8 +189,9 @@ def main(argv):
                                        standardized=True, pixel_size=FLAGS.pixel_size, keep_outputs=True)
             for row in scored:
                 row.update(dose=dose, seconds=row["seconds"] + seconds.get(row["method"], 0.0))
-                if row["method"] == "n2n":
-                    row["denoise_seconds"] = seconds["n2n_denoise"]
+                if row["method"] in TRAINED:
+                    row["train_seconds"] = seconds[f"{row['method']}_train"]
+                    row["denoise_seconds"] = seconds[f"{row['method']}_denoise"]
             rows += scored
             outputs = {r["method"]: central_slices(r["output"]) for r in scored}
             captions = {r["method"]: f"PSNR {r['psnr']:.2f}  FSC {r['mean_frc']:.3f}" for r in scored}

@@ -88,7 +88,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     `whiten`: True whitens the image with its own noise spectrum before all of that and
     re-colours the result (`n2s_tf.whitening`; adaptation and calibration then see white
     noise); "auto" does so for a blind-spot model (or with adaptation) when `n2s_tf.noise`
-    finds the noise correlated; False never.
+    finds the noise correlated, and always for a model trained whitened; False never.
     """
     from n2s_tf.data import all_finite
     from n2s_tf.export import LoadedModel
@@ -134,6 +134,8 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     # it, and supervised models are left to what they learned (no pass over the image).
     if whiten == "auto" and not blind_spot(model, adapt_steps):
         whiten = False
+    if whiten == "auto" and model.metadata.get("config", {}).get("whiten"):
+        whiten = True  # trained on whitened images (train.py --whiten): denoise them so
     if whiten is not False and not all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
     if whiten == "auto":

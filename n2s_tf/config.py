@@ -40,6 +40,9 @@ class TrainConfig:
     masking: Optional[str] = None  # None = the method's default
     mask_fraction: float = 0.005
     augment: bool = True
+    # Train on each image whitened with its own noise spectrum (n2s_tf.whitening), as the
+    # model will then denoise: a blind-spot method on correlated noise (a tomogram, no halves).
+    whiten: bool = False
     model_dir: str = "runs/n2s"
     # An exported model (or training dir) whose weights start the run instead of random ones:
     # fine-tuning a shipped model on new data; its network must be the one the flags build.
@@ -119,6 +122,9 @@ class TrainConfig:
         if self.method.masked and self.network_args.get("residual"):
             raise ConfigError(f"residual=true needs an unmasked method (n2t, n2n), not --model={self.model}: a "
                               f"network that adds its input to its output would pass the masked pixels through")
+        if self.whiten and (not self.method.masked or self.data is None):
+            raise ConfigError(f"--whiten trains a blind-spot method (n2s, n2sp, n2v, n2v2) on --data with correlated "
+                              f"noise, not --model={self.model}" + (" on the demo set" if self.data is None else ""))
         if self.target and not self.method.target:
             raise ConfigError(f"--target is only used by n2n and n2t, not --model={self.model}")
         if stride is not None:

@@ -286,7 +286,12 @@ def _training_images(image, config) -> list:
             f"({','.join(map(str, config.patch_size))})"
         )
     check_finite(image.data, image.source)
-    return list(image.data) if image.kind == "stack" else [image.data]
+    arrays = list(image.data) if image.kind == "stack" else [image.data]
+    if config.whiten:
+        from n2s_tf.whitening import whiten
+
+        arrays = [whiten(array, config.ndim) for array in arrays]
+    return arrays
 
 
 def check_finite(array: np.ndarray, source: str) -> None:

@@ -68,6 +68,27 @@ def apply_filter(image, gain, inverse=False, mean=None):
     return (scipy.fft.irfftn(spectrum, s=image.shape) + mean).astype(np.float32)
 
 
+def _channel_filters(image, ndim, spectra=None, **spectrum_options):
+    """(gains, means) of each channel of a (*spatial, C) image: its own whitening filter
+    (`spectra`: one per channel, else n2s_tf.noise.noise_spectrum with `spectrum_options`)."""
+    channels = image.shape[-1]
+    if spectra is None:
+        spectra = [noise.noise_spectrum(image[..., c], ndim, **spectrum_options) for c in range(channels)]
+    gains = [whitening_filter(s, image.shape[:-1]) for s in spectra]
+    return gains, [image[..., c].mean(dtype=np.float64) for c in range(channels)]
+
+
+def _whitened(image, gains, means):
+    return np.stack([apply_filter(image[..., c], g, mean=m) for c, (g, m) in enumerate(zip(gains, means))], -1)
+
+
+def whiten(image, ndim, **spectrum_options):
+    """A (*spatial, C) image with each channel whitened by its own noise spectrum: what
+    denoise_whitened gives its `denoise`, as training data for a model that denoises so."""
+    image = np.asarray(image, dtype=np.float32)
+    return _whitened(image, *_channel_filters(image, ndim, **spectrum_options))
+
+
 def denoise_whitened(denoise, image, ndim, spectra=None, **spectrum_options):
     """denoise(whitened image) re-coloured; image is (*spatial, C) with `ndim` spatial axes.
 
@@ -76,13 +97,8 @@ def denoise_whitened(denoise, image, ndim, spectra=None, **spectrum_options):
     (*spatial, C) array to one of the same shape (the tiled prediction).
     """
     image = np.asarray(image, dtype=np.float32)
-    channels = image.shape[-1]
-    if spectra is None:
-        spectra = [noise.noise_spectrum(image[..., c], ndim, **spectrum_options) for c in range(channels)]
-    gains = [whitening_filter(s, image.shape[:-1]) for s in spectra]
-    means = [image[..., c].mean(dtype=np.float64) for c in range(channels)]
-    whitened = np.stack([apply_filter(image[..., c], g, mean=m) for c, (g, m) in enumerate(zip(gains, means))], -1)
-    output = np.asarray(denoise(whitened), dtype=np.float32)
+    gains, means = _channel_filters(image, ndim, spectra, **spectrum_options)
+    output = np.asarray(denoise(_whitened(image, gains, means)), dtype=np.float32)
     return np.stack([apply_filter(output[..., c], g, inverse=True, mean=m)
                      for c, (g, m) in enumerate(zip(gains, means))], axis=-1)
 

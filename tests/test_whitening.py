@@ -146,7 +146,8 @@ def test_graph_gain_equals_numpy(shape):
 def test_serving_signature_whitens_as_api_denoise(blind_spot_export):
     import n2s_tf
 
-    blind, supervised = (n2s_tf.load_model(p) for p in blind_spot_export)
+    # float32: the graph TF Serving runs (on a CPU with native bfloat16 "auto" differs by its round-off).
+    blind, supervised = (n2s_tf.load_model(p, precision="float32") for p in blind_spot_export)
     assert blind.metadata["serving_whiten"] == "auto" and supervised.metadata["serving_whiten"] == "off"
     image = (synthetic.correlated_noise((128, 144), 0.6, rng=9) * 5 + 100).astype(np.float32)
     served = blind.serve(image[None, ..., None])[0, ..., 0]
@@ -162,3 +163,38 @@ def test_volumes_whiten_in_3d():
     out = whitening.denoise_whitened(lambda x: seen.append(x) or x, volume, ndim=3)
     assert np.allclose(out, volume, atol=1e-3)
     assert noise.noise_report(seen[0][..., 0], low_cut=0)["lag1"] < 0.1 < noise.noise_report(volume[..., 0])["lag1"]
+
+
+def test_training_on_whitened_images(tmp_path):
+    # train.py --whiten: each --data image is whitened by its own spectrum, a 3D volume too.
+    from n2s_tf.config import TrainConfig
+    from n2s_tf.data import load_training_data, standardize
+    from n2s_tf.errors import ConfigError
+
+    volume = synthetic.correlated_noise((32, 64, 64), 0.5, rng=6).astype(np.float32) * 4 + 10
+    np.save(tmp_path / "tomo.npy", volume[..., None])
+    config = TrainConfig(model="n2s", data=str(tmp_path / "tomo.npy"), ndim=3, patch_size=(16, 32, 32), whiten=True)
+    (trained,), _, _ = load_training_data(config.validate())
+    plain = load_training_data(TrainConfig(**dict(config.__dict__, whiten=False)))[0][0]
+    assert noise.noise_report(plain[..., 0], 3)["lag1"] > 0.4
+    assert noise.noise_report(trained[..., 0], 3)["lag1"] < 0.1
+    # The same filter as denoising uses (whitening commutes with the standardization up to its scale).
+    np.testing.assert_allclose(trained, standardize(whitening.whiten(plain, 3))[0], atol=1e-4)
+    with pytest.raises(ConfigError, match="blind-spot"):
+        TrainConfig(model="n2n", data="a", target="b", whiten=True).validate()
+    with pytest.raises(ConfigError, match="demo set"):
+        TrainConfig(model="n2s", whiten=True).validate()
+
+
+def test_a_model_trained_whitened_always_denoises_whitened(tmp_path):
+    import n2s_tf
+    from n2s_tf.export import export_model
+    from n2s_tf.networks import build_network
+
+    network = build_network("unet", depth=1, base_filters=4)
+    meta = {"ndim": 2, "channels": 1, "stride": network.stride, "receptive_field": network.receptive_field,
+            "method": "n2s", "network": "unet", "steps": 0, "config": {"whiten": True}}
+    model = n2s_tf.load_model(export_model(network, meta, str(tmp_path)))
+    white = np.random.default_rng(7).normal(100, 5, (128, 128)).astype(np.float32)  # verdict: white
+    assert np.array_equal(n2s_tf.denoise(white, model), n2s_tf.denoise(white, model, whiten=True))
+    assert not np.array_equal(n2s_tf.denoise(white, model), n2s_tf.denoise(white, model, whiten=False))

@@ -41,6 +41,8 @@ def _define_flags():
                                           "default 64x64, or 16x64x64 for volumes")
     flags.DEFINE_integer("batch_size", None, "global batch size (default 16 in 2D, 4 in 3D)")
     flags.DEFINE_boolean("augment", d.augment, "random rot90 and flips")
+    flags.DEFINE_boolean("whiten", d.whiten, "train on each image whitened by its own noise spectrum (correlated "
+                                            "noise, e.g. one tomogram without halves); the model then denoises so")
     # Run
     flags.DEFINE_string("model_dir", d.model_dir, "where checkpoints, logs and the export go")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "checkpoint (and validate) every K steps")
@@ -74,7 +76,8 @@ def config_from_flags():
         target=FLAGS.target, clean=FLAGS.clean, noise=parse_floats(FLAGS.noise, "noise") if FLAGS.noise else (),
         patch_size=patch, batch_size=batch, lr=FLAGS.lr,
         lr_decay_steps=FLAGS.lr_decay_steps, lmbd=FLAGS.lmbd, masking=FLAGS.masking,
-        mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, model_dir=FLAGS.model_dir, init=FLAGS.init,
+        mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, whiten=FLAGS.whiten, model_dir=FLAGS.model_dir,
+        init=FLAGS.init,
         checkpoint_every=FLAGS.checkpoint_every, resume=FLAGS.resume, seed=FLAGS.seed,
         strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices, mixed_precision=FLAGS.mixed_precision,
         jit_compile=FLAGS.jit_compile,
