@@ -3,12 +3,16 @@ warnings as one line, and Ctrl-C / SIGTERM unwinding so that no partial file is 
 
 The package imports TensorFlow lazily (n2s_tf/__init__.py), so this module runs before it
 whatever imports the command, and its C++ start-up lines (cpu_feature_guard, "All log
-messages before absl::InitializeLog()") stay off the terminal.
+messages before absl::InitializeLog()", oneDNN's notice) stay off the terminal: the log level
+below silences most, and the rest, which abseil prints before any level applies, are taken out
+of what the import writes to stderr (`_import_tensorflow_quietly`).
 """
 
 import os
+import re
 import signal
 import sys
+import tempfile
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -78,6 +82,32 @@ def _flags_parser(main):
     return parse
 
 
+# What TensorFlow's import prints on some CPUs whatever TF_CPP_MIN_LOG_LEVEL says.
+_START_UP_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|"
+                             r"\] oneDNN custom operations are on|cpu_feature_guard\.cc|"
+                             r"^To enable the following instructions:")
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with file descriptor 2 caught, then write back every line of it but
+    the start-up notices, so that a real problem of the import still shows."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode(errors="replace").splitlines()
+    kept = [line for line in lines if not _START_UP_NOISE.search(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr, flush=True)
+
+
 def run_main(main):
     """app.run(main), with flag errors and user mistakes printed as one line, exit code 2;
     Ctrl-C exits 130, SIGTERM 143, both after removing partial files."""
@@ -91,6 +121,7 @@ def run_main(main):
             print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags are --name=value)", file=sys.stderr)
             sys.exit(2)
         try:
+            _import_tensorflow_quietly()
             return main(argv)
         except USER_ERRORS as error:
             print(f"error: {error}", file=sys.stderr)
