@@ -11,7 +11,7 @@ noiseless reconstruction with the same missing wedge (PSNR, CC, FSC mean = FSC-A
 - n2n: n2s_tf Noise2Noise trained --steps on the even/odd halves, both halves denoised and
   averaged (the cryoCARE route);
 - single: the route without halves, n2s_tf N2S trained --steps on the full-dose tomogram alone,
-  whitened by its own noise spectrum (train.py --whiten), and denoised so (test_single.py whitens
+  whitened by its own noise spectrum (train.py --whiten=on), and denoised so (test_single.py whitens
   for such a model);
 - topaz3d: Topaz-Denoise's pretrained 3D model (unet-3d) on the full-dose tomogram, run in the
   peers venv by bench/peers.py;
@@ -108,7 +108,7 @@ def train_single(tomogram, work):
 
     volume = tomogram["noisy"]
     np.save(os.path.join(work, "tomo.npy"), volume[..., None])
-    model, train_seconds = _train(work, model="n2s", data=os.path.join(work, "tomo.npy"), whiten=True)
+    model, train_seconds = _train(work, model="n2s", data=os.path.join(work, "tomo.npy"), whiten="on")
     tick = time.time()
     denoised = api.denoise(volume, model)  # whitens: the model was trained whitened
     return denoised, train_seconds, time.time() - tick

@@ -88,7 +88,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     `whiten`: True whitens the image with its own noise spectrum before all of that and
     re-colours the result (`n2s_tf.whitening`; adaptation and calibration then see white
     noise); "auto" does so for a blind-spot model (or with adaptation) when `n2s_tf.noise`
-    finds the noise correlated, and always for a model trained whitened; False never.
+    finds the noise correlated, and always for a model trained with whiten="on"; False never.
     """
     from n2s_tf.data import all_finite
     from n2s_tf.export import LoadedModel
@@ -134,12 +134,14 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     # it, and supervised models are left to what they learned (no pass over the image).
     if whiten == "auto" and not blind_spot(model, adapt_steps):
         whiten = False
-    if whiten == "auto" and model.metadata.get("config", {}).get("whiten"):
-        whiten = True  # trained on whitened images (train.py --whiten): denoise them so
+    if whiten == "auto" and model.metadata.get("config", {}).get("whiten") in (True, "on"):
+        whiten = True  # trained on whitened images (train.py --whiten=on): denoise them so
     if whiten is not False and not all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
     if whiten == "auto":
-        whiten = noise_is_correlated(image, model.ndim)
+        from n2s_tf.noise import is_correlated
+
+        whiten = is_correlated(image, model.ndim)
     if whiten:
         from n2s_tf.whitening import denoise_whitened
 
@@ -155,13 +157,3 @@ def blind_spot(model, adapt_steps: int = 0) -> bool:
 
     method = METHODS.get(model.metadata.get("method"))
     return adapt_steps > 0 or (method is not None and method.masked)
-
-
-def noise_is_correlated(image: np.ndarray, ndim: int) -> bool:
-    """Whether any channel of a (*spatial, C) image has correlated noise (`n2s_tf.noise` verdict);
-    False for an image too small to tell (verdict "unknown")."""
-    from n2s_tf.noise import MIN_TILE, noise_report
-
-    if min(image.shape[:ndim]) < MIN_TILE:
-        return False
-    return any(noise_report(image[..., c], ndim)["verdict"] == "correlated" for c in range(image.shape[-1]))

@@ -14,6 +14,7 @@ from n2s_tf.methods import METHODS, Method
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "float16", "bfloat16")
+WHITEN = ("off", "auto", "on")
 
 
 @dataclasses.dataclass
@@ -42,7 +43,8 @@ class TrainConfig:
     augment: bool = True
     # Train on each image whitened with its own noise spectrum (n2s_tf.whitening), as the
     # model will then denoise: a blind-spot method on correlated noise (a tomogram, no halves).
-    whiten: bool = False
+    # "auto" whitens the images whose noise n2s_tf.noise finds correlated, as inference does.
+    whiten: str = "off"  # off, auto or on
     model_dir: str = "runs/n2s"
     # An exported model (or training dir) whose weights start the run instead of random ones:
     # fine-tuning a shipped model on new data; its network must be the one the flags build.
@@ -122,7 +124,8 @@ class TrainConfig:
         if self.method.masked and self.network_args.get("residual"):
             raise ConfigError(f"residual=true needs an unmasked method (n2t, n2n), not --model={self.model}: a "
                               f"network that adds its input to its output would pass the masked pixels through")
-        if self.whiten and (not self.method.masked or self.data is None):
+        _one_of("whiten", self.whiten, WHITEN)
+        if self.whiten != "off" and (not self.method.masked or self.data is None):
             raise ConfigError(f"--whiten trains a blind-spot method (n2s, n2sp, n2v, n2v2) on --data with correlated "
                               f"noise, not --model={self.model}" + (" on the demo set" if self.data is None else ""))
         if self.target and not self.method.target:

@@ -287,10 +287,12 @@ def _training_images(image, config) -> list:
         )
     check_finite(image.data, image.source)
     arrays = list(image.data) if image.kind == "stack" else [image.data]
-    if config.whiten:
+    if config.whiten != "off":
+        from n2s_tf.noise import is_correlated
         from n2s_tf.whitening import whiten
 
-        arrays = [whiten(array, config.ndim) for array in arrays]
+        arrays = [whiten(array, config.ndim) if config.whiten == "on" or is_correlated(array, config.ndim)
+                  else array for array in arrays]
     return arrays
 
 

@@ -6,7 +6,8 @@ Layout: `<base>/<model_name>/<version>/` (TF Serving's). Two signatures:
   stride, runs the network, crops and restores the input's mean and std inside the
   graph, so a client sends pixels and gets denoised pixels (output `denoised`). For a
   2D blind-spot model (metadata serving_whiten "auto") it first whitens each image whose
-  noise is correlated with its own spectrum and re-colours the output, as api.denoise does.
+  noise is correlated with its own spectrum and re-colours the output, as api.denoise does
+  ("on", a model trained with whiten="on": every image).
 - `predict_standardized(images)`: the bare network on standardized, stride-aligned
   input; test_single.py uses it for tiled prediction of images too large for one pass.
 The training metadata (n2s_tf.json) and the Keras network (network.keras, for
@@ -80,10 +81,10 @@ class _DenoiserModule(tf.Module):
         @tf.function(input_signature=[spec])
         def serving_default(images):
             images = _finite(images, ndim)
-            if meta.get("serving_whiten") == "auto":
+            if meta.get("serving_whiten") in ("auto", "on"):
                 from n2s_tf.whitening import graph_denoise_whitened
 
-                return {"denoised": graph_denoise_whitened(denoise, images)}
+                return {"denoised": graph_denoise_whitened(denoise, images, auto=meta["serving_whiten"] == "auto")}
             return {"denoised": denoise(images)}
 
         @tf.function(input_signature=[spec])
@@ -132,6 +133,8 @@ def export_model(network: keras.Model, meta: dict, base_dir: str,
     # blind-spot model whitens correlated noise in the graph as api.denoise does (n2s_tf.whitening).
     method = METHODS.get(meta.get("method"))
     whiten = "auto" if meta.get("ndim") == 2 and method is not None and method.masked else "off"
+    if whiten == "auto" and meta.get("config", {}).get("whiten") in (True, "on"):
+        whiten = "on"  # trained on every image whitened, as api.denoise then always whitens
     # The serving graph runs the inference form of the network (batch normalization folded into
     # the convolutions); network.keras keeps the trained form for fine-tuning.
     serving_network = network.for_inference()

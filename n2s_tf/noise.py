@@ -142,6 +142,14 @@ def noise_report(image, ndim=None, **spectrum_options):
             "verdict": verdict, "power_ratio": ratio}
 
 
+def is_correlated(image, ndim):
+    """Whether any channel of a (*spatial, C) image has correlated noise (noise_report's verdict);
+    False for an image too small to tell (verdict "unknown"). Inference and training whiten on it."""
+    if min(image.shape[:ndim]) < MIN_TILE:
+        return False
+    return any(noise_report(image[..., c], ndim)["verdict"] == "correlated" for c in range(image.shape[-1]))
+
+
 def summary_line(report, axis_names=None):
     """One line: verdict, lags 1-3 per axis, radial power fall from 0.1 to 0.5 cycles/px."""
     names = axis_names or ("zyx"[-len(report["lags"]):])

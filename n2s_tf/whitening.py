@@ -190,14 +190,15 @@ def graph_filter(image, gain, mean, inverse=False):
     return tf.signal.irfft2d(spectrum * gain, fft_length=tf.shape(image)) + mean
 
 
-def graph_denoise_whitened(denoise, images):
+def graph_denoise_whitened(denoise, images, auto=True):
     """denoise_whitened in the graph for a (N, H, W, C) float32 batch: each image and channel
     whitened with its own spectrum (auto: only where correlated), denoise(batch), re-coloured."""
     import tensorflow as tf
 
     shape = tf.shape(images)
     planes = tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [-1, shape[1], shape[2]])
-    gains = tf.map_fn(graph_gain, planes, fn_output_signature=tf.TensorSpec([None, None], tf.float32))
+    gains = tf.map_fn(lambda plane: graph_gain(plane, auto=auto), planes,
+                      fn_output_signature=tf.TensorSpec([None, None], tf.float32))
     means = tf.reduce_mean(planes, axis=[1, 2])
     white = tf.map_fn(lambda a: graph_filter(*a), (planes, gains, means),
                       fn_output_signature=tf.TensorSpec([None, None], tf.float32))

@@ -166,35 +166,50 @@ def test_volumes_whiten_in_3d():
 
 
 def test_training_on_whitened_images(tmp_path):
-    # train.py --whiten: each --data image is whitened by its own spectrum, a 3D volume too.
+    # train.py --whiten=on: each --data image is whitened by its own spectrum, a 3D volume too;
+    # --whiten=auto only those whose noise is correlated.
     from n2s_tf.config import TrainConfig
     from n2s_tf.data import load_training_data, standardize
     from n2s_tf.errors import ConfigError
 
     volume = synthetic.correlated_noise((32, 64, 64), 0.5, rng=6).astype(np.float32) * 4 + 10
     np.save(tmp_path / "tomo.npy", volume[..., None])
-    config = TrainConfig(model="n2s", data=str(tmp_path / "tomo.npy"), ndim=3, patch_size=(16, 32, 32), whiten=True)
+    config = TrainConfig(model="n2s", data=str(tmp_path / "tomo.npy"), ndim=3, patch_size=(16, 32, 32), whiten="on")
     (trained,), _, _ = load_training_data(config.validate())
-    plain = load_training_data(TrainConfig(**dict(config.__dict__, whiten=False)))[0][0]
+    plain = load_training_data(TrainConfig(**dict(config.__dict__, whiten="off")))[0][0]
     assert noise.noise_report(plain[..., 0], 3)["lag1"] > 0.4
     assert noise.noise_report(trained[..., 0], 3)["lag1"] < 0.1
     # The same filter as denoising uses (whitening commutes with the standardization up to its scale).
     np.testing.assert_allclose(trained, standardize(whitening.whiten(plain, 3))[0], atol=1e-4)
+    white = np.random.default_rng(3).normal(10, 2, (32, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "white.npy", white[..., None])
+    auto = TrainConfig(**dict(config.__dict__, data=str(tmp_path), whiten="auto")).validate()
+    (correlated_seen, white_seen), _, _ = load_training_data(auto)  # tomo.npy, white.npy
+    np.testing.assert_array_equal(white_seen, standardize(white[..., None])[0])  # white: left alone
+    np.testing.assert_allclose(correlated_seen, trained, atol=1e-6)
     with pytest.raises(ConfigError, match="blind-spot"):
-        TrainConfig(model="n2n", data="a", target="b", whiten=True).validate()
+        TrainConfig(model="n2n", data="a", target="b", whiten="on").validate()
     with pytest.raises(ConfigError, match="demo set"):
-        TrainConfig(model="n2s", whiten=True).validate()
+        TrainConfig(model="n2s", whiten="on").validate()
+    with pytest.raises(ConfigError, match="whiten"):
+        TrainConfig(model="n2s", data="a", whiten="yes").validate()
 
 
-def test_a_model_trained_whitened_always_denoises_whitened(tmp_path):
+@pytest.mark.parametrize("trained", ["on", "auto"])
+def test_a_model_trained_whitened_always_denoises_whitened(tmp_path, trained):
     import n2s_tf
     from n2s_tf.export import export_model
     from n2s_tf.networks import build_network
 
     network = build_network("unet", depth=1, base_filters=4)
     meta = {"ndim": 2, "channels": 1, "stride": network.stride, "receptive_field": network.receptive_field,
-            "method": "n2s", "network": "unet", "steps": 0, "config": {"whiten": True}}
-    model = n2s_tf.load_model(export_model(network, meta, str(tmp_path)))
+            "method": "n2s", "network": "unet", "steps": 0, "config": {"whiten": trained}}
+    model = n2s_tf.load_model(export_model(network, meta, str(tmp_path)), precision="float32")  # as served
     white = np.random.default_rng(7).normal(100, 5, (128, 128)).astype(np.float32)  # verdict: white
-    assert np.array_equal(n2s_tf.denoise(white, model), n2s_tf.denoise(white, model, whiten=True))
-    assert not np.array_equal(n2s_tf.denoise(white, model), n2s_tf.denoise(white, model, whiten=False))
+    api = n2s_tf.denoise(white, model)
+    # A model trained on every image whitened whitens every image (the serving graph too);
+    # one trained with "auto" follows the verdict, as a model trained on raw images does.
+    assert np.array_equal(api, n2s_tf.denoise(white, model, whiten=trained == "on"))
+    assert np.array_equal(api, n2s_tf.denoise(white, model, whiten=False)) == (trained == "auto")
+    served = model.serve(white[None, ..., None])[0, ..., 0]
+    np.testing.assert_allclose(served, api, atol=1e-3 * white.std())

@@ -13,7 +13,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags():
-    from n2s_tf.config import METHODS, TrainConfig
+    from n2s_tf.config import METHODS, WHITEN, TrainConfig
 
     d = TrainConfig()
     # Method and schedule
@@ -41,8 +41,8 @@ def _define_flags():
                                           "default 64x64, or 16x64x64 for volumes")
     flags.DEFINE_integer("batch_size", None, "global batch size (default 16 in 2D, 4 in 3D)")
     flags.DEFINE_boolean("augment", d.augment, "random rot90 and flips")
-    flags.DEFINE_boolean("whiten", d.whiten, "train on each image whitened by its own noise spectrum (correlated "
-                                            "noise, e.g. one tomogram without halves); the model then denoises so")
+    flags.DEFINE_enum("whiten", d.whiten, list(WHITEN), "whiten training images by their noise spectrum: "
+                      "on = all (the model then always whitens), auto = those with correlated noise")
     # Run
     flags.DEFINE_string("model_dir", d.model_dir, "where checkpoints, logs and the export go")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "checkpoint (and validate) every K steps")
