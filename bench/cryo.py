@@ -18,14 +18,16 @@ as n2s_tf.noise measures an image's noise; on the noisy row it is that of the tr
 correlated as the noise. Methods, all scored standardized against the clean image
 (PSNR, cross-correlation, FRC; n2s_tf.evaluate):
 - n2s_tf trained from scratch on the micrograph (n2n on the pair; n2v, n2s, n2sp on the
-  noisy image alone), --steps each;
+  noisy image alone; n2sp_whiten: n2sp with train.py --whiten=auto, the correlated-noise
+  method), --steps each; supervised: n2t on SUPERVISED_MICROGRAPHS other micrographs of the
+  same simulation (same noise, other seeds) and their clean images, the upper bound;
 - the shipped cryo-EM model as it is (cryoem: test_single.py's defaults, which whiten
   correlated noise), with 8-fold test-time augmentation (cryoem_tta), without whitening
   (cryoem_nowhiten), after --adapt_steps of self-supervised fine-tuning on the micrograph
   (cryoem_adapt), and the shipped general model (general);
 - classical filters; Topaz-Denoise's pretrained model (topaz) and CAREamics' Noise2Void
-  trained --steps on the micrograph (careamics_n2v), both run in their own virtual
-  environment by bench/peers.py.
+  trained --steps on the micrograph (careamics_n2v; careamics_structn2v with its structN2V
+  mask, STRUCT_MASK), run in their own virtual environment by bench/peers.py.
 Writes metrics.csv / metrics.json, {psnr,cc,mean_frc}_vs_snr.png, and frc.png /
 panels.png at the SNR nearest --plot_snr to --out.
 """
@@ -44,11 +46,16 @@ sys.path.insert(0, ROOT)
 from n2s_tf.cli.common import parse_network_args, run_main  # noqa: E402
 from n2s_tf.errors import ConfigError  # noqa: E402
 
-TRAINED = ("n2n", "n2v", "n2s", "n2sp")
+TRAINED = ("n2n", "n2v", "n2s", "n2sp", "n2sp_whiten", "supervised")
+TRAIN_OPTIONS = {"n2sp_whiten": dict(model="n2sp", whiten="auto"), "supervised": dict(model="n2t")}
+SUPERVISED_MICROGRAPHS = 4  # training micrographs of the supervised row, seeds --seed + 1000 + k
 SHIPPED = {"cryoem": "cryoem", "cryoem_tta": "cryoem", "cryoem_nowhiten": "cryoem", "cryoem_adapt": "cryoem",
            "general": "general"}  # method -> shipped model name
 SHIPPED_OPTIONS = {"cryoem_tta": {"tta": True}, "cryoem_nowhiten": {"whiten": False}}  # api.denoise options
-PEERS = ("topaz", "careamics_n2v")
+PEERS = ("topaz", "careamics_n2v", "careamics_structn2v")
+# structN2V's mask: the neighbours within 1 px along both axes and the diagonals, where the
+# correlated noise of --noise_lag1 (separable, lag 1 along each axis) is correlated with the pixel.
+STRUCT_MASK = dict(struct_axes="square", struct_span=3)
 # Bench name -> (n2s_tf.baselines name, parameters).
 BASELINES = {
     "lowpass0.05": ("fourier_lowpass", {"cutoff": 0.05}),  # cycles/pixel
@@ -100,13 +107,34 @@ def parse_snrs(text):
     return snrs
 
 
+def simulate(atoms, snr, seed):
+    from n2s_tf import synthetic
+
+    return synthetic.simulate_micrograph(
+        atoms, (FLAGS.size, FLAGS.size), n_particles=FLAGS.particles, pixel_size=FLAGS.pixel_size,
+        defocus_um=FLAGS.defocus, snr=snr, seed=seed, pair=True, noise_lag1=FLAGS.noise_lag1)
+
+
+def supervised_pairs(atoms, snr, folder):
+    """Noisy and clean micrographs of the benchmark's simulation at other seeds: the (data,
+    target) folders of the supervised row."""
+    for k in range(SUPERVISED_MICROGRAPHS):
+        mic = simulate(atoms, snr, FLAGS.seed + 1000 + k)
+        for kind, key in (("noisy", "noisy"), ("clean", "clean")):
+            os.makedirs(os.path.join(folder, kind), exist_ok=True)
+            np.save(os.path.join(folder, kind, f"mic{k}.npy"), mic[key])
+    return os.path.join(folder, "noisy"), os.path.join(folder, "clean")
+
+
 def train_model(method, noisy_dir, other_dir, model_dir):
-    """Train one method on the micrograph (N2N: against its other half); its Denoiser."""
+    """Train one method on the micrograph (N2N: against its other half; supervised: on the
+    pairs in noisy_dir, other_dir); its Denoiser."""
     from n2s_tf import api, evaluate
 
     steps = FLAGS.steps
     pro_steps = FLAGS.pro_steps if FLAGS.pro_steps is not None else min(steps // 2, 500)
-    result = api.train(model=method, data=noisy_dir, target=other_dir if method == "n2n" else None,
+    options = TRAIN_OPTIONS.get(method, dict(model=method))
+    result = api.train(**options, data=noisy_dir, target=other_dir if method in ("n2n", "supervised") else None,
                        steps=steps, pro_steps=pro_steps, network=FLAGS.network,
                        network_args=parse_network_args(FLAGS.network_args), batch_size=FLAGS.batch_size,
                        patch_size=(FLAGS.patch_size,) * 2, seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision,
@@ -135,9 +163,10 @@ def run_peer(method, noisy_path, work):
         result = peers.run_peer("topaz_denoise", inputs=noisy_path, outputs=out, result=result_path)
         seconds = result["load_seconds"] + result["predict_seconds"]
     else:
+        mask = STRUCT_MASK if method == "careamics_structn2v" else {}
         result = peers.run_peer("careamics_n2v", inputs=noisy_path, outputs=out, steps=FLAGS.steps,
                                 batch_size=FLAGS.batch_size, patch_size=FLAGS.patch_size, seed=FLAGS.seed,
-                                result=result_path)
+                                result=result_path, **mask)
         seconds = result["train_seconds"] + result["predict_seconds"]
     return np.load(out), seconds
 
@@ -162,9 +191,7 @@ def main(argv):
     rows, clean_at_plot = [], None
     with tempfile.TemporaryDirectory(prefix="cryo_bench_") as work:
         for snr in snrs:
-            mic = synthetic.simulate_micrograph(
-                atoms, (FLAGS.size, FLAGS.size), n_particles=FLAGS.particles, pixel_size=FLAGS.pixel_size,
-                defocus_um=FLAGS.defocus, snr=snr, seed=FLAGS.seed, pair=True, noise_lag1=FLAGS.noise_lag1)
+            mic = simulate(atoms, snr, FLAGS.seed)
             folder = os.path.join(work, f"snr{snr:g}")
             for half, key in (("a", "noisy"), ("b", "noisy_b")):
                 os.makedirs(os.path.join(folder, half))
@@ -173,8 +200,9 @@ def main(argv):
             for method in methods:
                 tick = time.time()
                 if method in TRAINED:
-                    denoisers.append(train_model(method, os.path.join(folder, "a"), os.path.join(folder, "b"),
-                                                 os.path.join(folder, "runs", method)))
+                    data = (supervised_pairs(atoms, snr, os.path.join(folder, "supervised")) if method == "supervised"
+                            else (os.path.join(folder, "a"), os.path.join(folder, "b")))
+                    denoisers.append(train_model(method, *data, os.path.join(folder, "runs", method)))
                 elif method in PEERS:
                     output, wall_seconds[method] = run_peer(method, os.path.join(folder, "a", "micrograph.npy"),
                                                             folder)

@@ -27,10 +27,13 @@ def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:
         return {k: v for k, v in sorted(network_config.items()) if k not in ("name", "trainable", "dtype")}
 
     kind = trained.metadata["network"]
-    built, wanted = options(trained.metadata["network_config"]), options(network.get_config())
+    # The loaded network's own config, not the metadata's: options added since the export
+    # was made take their defaults there, as they did then.
+    source = trained.keras_network()
+    built, wanted = options(source.get_config()), options(network.get_config())
     same_but_width = {**built, "base_filters": 0} == {**wanted, "base_filters": 0}
     if kind != config.network or not (same_but_width and built["base_filters"] <= wanted["base_filters"]):
         raise ConfigError(f"--init: {config.init} holds a {kind} network {built}, the flags build a "
                           f"{config.network} network {wanted}: pass its --network and --network_args "
                           f"(base_filters may be larger)")
-    copy_into_wider(trained.keras_network(), network)  # at equal widths, a plain copy
+    copy_into_wider(source, network)  # at equal widths, a plain copy

@@ -160,6 +160,22 @@ def test_init_starts_from_an_exported_models_weights(tmp_path, folders):
         train(_config(tmp_path / "fourth", folders, model="n2s", init=str(tmp_path / "none")))
 
 
+def test_the_shipped_models_start_a_run_with_default_flags():
+    # --init=n2s_tf/models/<name> with the network flags of its card: options added to the
+    # networks since the export take their defaults on both sides.
+    from n2s_tf import api
+
+    for name in ("cryoem", "general"):
+        model = LoadedModel(str(api.SHIPPED_MODELS / name))
+        args = {k: v for k, v in model.metadata["config"]["network_args"].items()}
+        network = build_network(model.metadata["network"], **args)
+        config = TrainConfig(model="n2s" if name == "cryoem" else "n2t", network=model.metadata["network"],
+                             network_args=args, init=model.path)
+        load_initial_weights(network, config)
+        x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype(np.float32)
+        np.testing.assert_allclose(network(x), model.keras_network()(x), atol=1e-5)
+
+
 def test_impossible_combinations_are_config_errors(tmp_path, folders):
     with pytest.raises(ConfigError, match="needs --target"):
         _config(tmp_path, folders, model="n2n").validate()

@@ -4,12 +4,15 @@ Runs in the peers venv (bench/peers.py), never in n2s_tf's:
 
     python careamics_n2v.py --inputs=a.npy,b.npy --outputs=a_out.npy,b_out.npy --result=r.json \
         [--steps=2000 --batch_size=16 --patch_size=64 --seed=0] [--model=n2v.ckpt | --save_model=n2v.ckpt] \
-        [--tile=256 --tile_overlap=48 --predict_batch_size=1] [--work_dir=DIR]
+        [--tile=256 --tile_overlap=48 --predict_batch_size=1] [--work_dir=DIR] \
+        [--struct_axes=square --struct_span=3]
 
 Inputs are 2D float32 arrays in any units; outputs are float32 in the same units. Everything
 about Noise2Void is CAREamics' default (UNet, masking, Adam and its learning rate, mean/std
 normalization, flips and rotations, 8 validation patches); training stops after exactly --steps
-optimizer steps. With --model the training is skipped and that checkpoint predicts.
+optimizer steps. --struct_axes (horizontal, vertical, cross, square) trains structN2V: CAREamics
+also masks the masked pixel's neighbours within --struct_span along those axes, the pixels whose
+noise is correlated with its own. With --model the training is skipped and that checkpoint predicts.
 Lightning's logs go to --work_dir (a temporary folder by default); periodic checkpoints are off
 (they would only add disk writes to the timing) and the final model is saved once.
 """
@@ -60,6 +63,7 @@ def train(images, args, work_dir):
     config = create_advanced_n2v_config(
         experiment_name="n2v", data_type="array", axes="YX", patch_size=[args.patch_size] * 2,
         batch_size=args.batch_size, seed=args.seed + 1,  # CAREamics wants seeds > 0
+        struct_n2v_axes=args.struct_axes, struct_n2v_span=args.struct_span,
         num_epochs=-1,  # no epoch limit: max_steps ends the training
         trainer_params={"max_steps": args.steps},
         checkpoint_params={"every_n_epochs": 0, "save_last": False, "save_top_k": 0})
@@ -83,6 +87,9 @@ def main():
     parser.add_argument("--tile_overlap", type=int, default=48, help="CAREamics' default: 48")
     parser.add_argument("--predict_batch_size", type=int, help="tiles per batch (default: the training batch size)")
     parser.add_argument("--work_dir", help="Lightning's logs (default: a temporary folder)")
+    parser.add_argument("--struct_axes", default="none", choices=["none", "horizontal", "vertical", "cross", "square"],
+                        help="structN2V mask axes (none: plain Noise2Void)")
+    parser.add_argument("--struct_span", type=int, default=5, help="structN2V mask span (odd; CAREamics' default 5)")
     args = parser.parse_args()
     inputs, outputs = args.inputs.split(","), args.outputs.split(",")
     if len(inputs) != len(outputs):
