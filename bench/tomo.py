@@ -50,6 +50,8 @@ flags.DEFINE_float("contrast", 0.1, "weak-phase contrast of the projections (see
 flags.DEFINE_string("methods", ",".join(METHODS), f"comma-separated methods: {', '.join(METHODS)}")
 flags.DEFINE_float("gaussian_sigma", 1.5, "gaussian: sigma in voxels")
 flags.DEFINE_integer("steps", 1000, "n2n: training steps")
+flags.DEFINE_boolean("halves_calibration", True, "n2n: also the row n2n_cal, the mean of the denoised halves "
+                     "calibrated ring by ring against the mean half (calibration.calibrate_halves)")
 flags.DEFINE_string("patch_size", "32,64,64", "n2n: training patch Z,Y,X")
 flags.DEFINE_integer("batch_size", 4, "n2n: batch size")
 flags.DEFINE_string("network", "unet", "n2n: network")
@@ -97,8 +99,13 @@ def train_n2n(tomogram, work):
         np.save(os.path.join(work, half, "tomo.npy"), tomogram[half][..., None])
     model, train_seconds = _train(work, model="n2n", data=os.path.join(work, "even"), target=os.path.join(work, "odd"))
     tick = time.time()
-    denoised = (api.denoise(tomogram["even"], model) + api.denoise(tomogram["odd"], model)) / 2
-    return denoised, train_seconds, time.time() - tick
+    even, odd = api.denoise(tomogram["even"], model), api.denoise(tomogram["odd"], model)
+    seconds = time.time() - tick
+    if FLAGS.halves_calibration:
+        from n2s_tf.calibration import calibrate_halves
+
+        EXTRA["n2n_cal"] = calibrate_halves(tomogram["even"], tomogram["odd"], even, odd)
+    return (even + odd) / 2, train_seconds, seconds
 
 
 def train_single(tomogram, work):
@@ -146,6 +153,7 @@ def cryocare(tomogram, work):
 
 # Their rows also give training and denoising seconds.
 TRAINED = {"n2n": train_n2n, "single": train_single, "cryocare": cryocare}
+EXTRA = {}  # more rows from a trained method's outputs: name -> output
 
 
 def central_slices(volume):
@@ -184,6 +192,8 @@ def main(argv):
                     output, _ = topaz3d(tomogram["noisy"], folder)
                 seconds[method] = time.time() - tick
                 denoisers.append(Denoiser(method, lambda x, output=output: output))
+                denoisers += [Denoiser(name, lambda x, output=extra: output) for name, extra in EXTRA.items()]
+                EXTRA.clear()
                 print(f"dose {dose:g}: {method} in {seconds[method]:.0f} s", file=sys.stderr, flush=True)
             scored = evaluate.evaluate([("tomogram", tomogram["noisy"], tomogram["clean"])], denoisers,
                                        standardized=True, pixel_size=FLAGS.pixel_size, keep_outputs=True)

@@ -18,6 +18,14 @@ conservative mix). The ring sums are smoothed over neighbouring rings before sol
 Assumes white noise independent of the signal (counting noise of a micrograph, Gaussian noise
 added to an image); noise that was filtered or Fourier-cropped before denoising is not white,
 and its sigma^2 from the outer rings is then wrong.
+
+With two halves of the data (even/odd frame sums or tomograms: the same signal, independent
+noise), `calibrate_halves` needs no noise model at all: for Y = (Y_a + Y_b) / 2 and
+F = (F_a + F_b) / 2, F_a predicted from half a alone,
+
+    E[S conj(Y)] = E[Y_a conj(Y_b)]     E[S conj(F)] = (E[F_a conj(Y_b)] + E[F_b conj(Y_a)]) / 2
+
+so correlated, anisotropic noise (a tomogram's) is calibrated as exactly as white noise.
 """
 
 import numpy as np
@@ -95,10 +103,20 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     # output orthogonal to the input, uncorrelated with the signal there; the mean of the
     # truncated normal keeps a weight on the input as large as the error allows (measured in
     # docs/benchmarks.md, calibration fixes).
-    coefficients = np.bincount(ring.ravel()).astype(np.float64)
-    independent = _smooth(coefficients, smooth) ** 2 / _smooth(coefficients, smooth, power=2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        s_y = nonnegative_mean(p_yy - sigma2, p_yy / np.sqrt(independent))
+        s_y = nonnegative_mean(p_yy - sigma2, p_yy / np.sqrt(_independent(ring, smooth)))
+    return _solve(p_ff, p_yy, p_yf, s_f, s_y)
+
+
+def _independent(ring, smooth):
+    """The number of independent coefficients in each smoothed ring sum."""
+    coefficients = np.bincount(ring.ravel()).astype(np.float64)
+    return _smooth(coefficients, smooth) ** 2 / _smooth(coefficients, smooth, power=2)
+
+
+def _solve(p_ff, p_yy, p_yf, s_f, s_y):
+    """The ring weights (a, b) from the ring means of |F|^2, |Y|^2, Re Y conj F and the
+    estimates of Re E[S conj F] and E|S|^2."""
     # Solve [[p_ff, p_yf], [p_yf, p_yy]] (a, b) = (s_f, s_y) with a small ridge toward (1, 0):
     # where F is nearly proportional to Y in a ring the plain system is singular.
     # Each diagonal term is scaled by itself (the weights do not depend on the scale of F or
@@ -113,6 +131,41 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     keep[0] = True
     a[keep], b[keep] = 1.0, 0.0
     return a, b
+
+
+def halves_weights(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS):
+    """The per-ring weights (a, b) of a F + b Y for two halves y_a, y_b (real arrays of one
+    shape, independent noise) and their predictions f_a, f_b, with F and Y the means of the
+    predictions and of the halves. Ring 0 (the mean) keeps (1, 0)."""
+    ring, weight = fourier_rings(y_a.shape)
+    Y_a, Y_b, F_a, F_b = (np.fft.rfftn(np.asarray(x, np.float64), norm="ortho") for x in (y_a, y_b, f_a, f_b))
+    count = None
+
+    def ring_mean(values):
+        nonlocal count
+        if count is None:
+            count = _smooth(np.bincount(ring.ravel(), weight.ravel()), smooth)
+        return _smooth(np.bincount(ring.ravel(), (weight * values).ravel()), smooth) / count
+
+    Y, F = (Y_a + Y_b) / 2, (F_a + F_b) / 2
+    p_ff, p_yy, p_yf = ring_mean(np.abs(F) ** 2), ring_mean(np.abs(Y) ** 2), ring_mean((Y * np.conj(F)).real)
+    s_f = ring_mean((F_a * np.conj(Y_b) + F_b * np.conj(Y_a)).real) / 2
+    cross = ring_mean((Y_a * np.conj(Y_b)).real)
+    # The cross product's error: |Y_a| |Y_b| over the independent coefficients of the ring sum.
+    error = np.sqrt(ring_mean(np.abs(Y_a) ** 2) * ring_mean(np.abs(Y_b) ** 2) / _independent(ring, smooth))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_y = nonnegative_mean(cross, error)
+    return _solve(p_ff, p_yy, p_yf, s_f, s_y)
+
+
+def calibrate_halves(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS):
+    """The mean prediction of two halves calibrated ring by ring against the mean half
+    (`halves_weights`): float32, the shape of y_a, a single-channel array without channel axis."""
+    a, b = halves_weights(y_a, y_b, f_a, f_b, smooth)
+    ring, _ = fourier_rings(y_a.shape)
+    F = np.fft.rfftn((np.asarray(f_a, np.float64) + f_b) / 2, norm="ortho")
+    Y = np.fft.rfftn((np.asarray(y_a, np.float64) + y_b) / 2, norm="ortho")
+    return np.fft.irfftn(a[ring] * F + b[ring] * Y, s=y_a.shape, norm="ortho").astype(np.float32)
 
 
 def calibrate(predict, image, eps=EPS, smooth=SMOOTH_RINGS, seed=0):

@@ -99,3 +99,36 @@ def test_calibration_of_each_channel_and_of_volumes():
     out = calibration.calibrate(predict, image)
     assert out.shape == image.shape and out.dtype == np.float32 and np.isfinite(out).all()
     assert not np.allclose(out, predict(image), atol=1e-3)  # the shells were re-weighted
+
+
+def test_halves_calibration_needs_no_noise_model():
+    # Correlated noise (white noise blurred), independent between the halves: the weights from
+    # the halves' cross products do almost as well as the oracle's (the same normal equations
+    # with the clean image), and beat both the mean prediction and the mean half.
+    rng = np.random.default_rng(4)
+    clean = ndimage.gaussian_filter(rng.normal(size=(256, 256)), 1.5, mode="wrap")
+    clean /= clean.std()
+    halves = [clean + ndimage.gaussian_filter(rng.normal(0, 2.0, clean.shape), 0.8, mode="wrap") for _ in "ab"]
+    predictions = [neighbour_mean(h[..., None])[..., 0] for h in halves]
+    ring, weight = fourier_rings(clean.shape)
+    S, Y, F = (np.fft.rfftn(x, norm="ortho") for x in (clean, sum(halves) / 2, sum(predictions) / 2))
+
+    def ring_mean(v):
+        return np.bincount(ring.ravel(), (weight * v).ravel()) / np.bincount(ring.ravel(), weight.ravel())
+
+    p_ff, p_yy, p_yf = ring_mean(abs(F) ** 2), ring_mean(abs(Y) ** 2), ring_mean((Y * F.conj()).real)
+    s_f, s_y = ring_mean((S * F.conj()).real), ring_mean((S * Y.conj()).real)
+    det = p_ff * p_yy - p_yf**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a, b = (s_f * p_yy - s_y * p_yf) / det, (p_ff * s_y - p_yf * s_f) / det
+    a[0], b[0] = 1.0, 0.0  # the mean (and the empty corner rings beyond the last) as calibrate keeps it
+    a[~np.isfinite(a)], b[~np.isfinite(b)] = 1.0, 0.0
+    oracle = np.fft.irfftn(a[ring] * F + b[ring] * Y, s=clean.shape, norm="ortho")
+    out = calibration.calibrate_halves(*halves, *predictions)
+
+    def mse(x):
+        return np.mean((x - clean) ** 2)
+
+    assert out.dtype == np.float32 and out.shape == clean.shape
+    assert mse(out) < 1.1 * mse(oracle)
+    assert mse(out) < min(mse(sum(halves) / 2), mse(sum(predictions) / 2))
