@@ -233,7 +233,8 @@ def main(argv):
           f"trained methods {FLAGS.steps} steps, batch {FLAGS.batch_size}, "
           f"{FLAGS.patch_size}x{FLAGS.patch_size} patches; adapt {FLAGS.adapt_steps} steps; "
           f"scored standardized against the clean image; seconds = wall time incl. training")
-    print(reports.format_table(summary, columns=("psnr", "cc", "mean_frc", "res_0143", "resid_lag1", "seconds")))
+    columns = ("psnr", "cc", "mean_frc", "frc_soft", "res_0143", "resid_lag1", "seconds")
+    print(reports.format_table(summary, columns=columns))
     print(f"\ntotal {time.time() - start:.0f} s")
 
     out = FLAGS.out

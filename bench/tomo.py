@@ -216,7 +216,7 @@ def main(argv):
           f"degrees; n2n {FLAGS.steps} steps, batch {FLAGS.batch_size}, patches {FLAGS.patch_size}, "
           f"{FLAGS.network} {FLAGS.network_args}; scored standardized against the noiseless reconstruction; "
           f"'snr' column = total dose in e/A^2; seconds = wall time incl. training")
-    print(reports.format_table(summary, columns=("psnr", "cc", "mean_frc", "seconds")))
+    print(reports.format_table(summary, columns=("psnr", "cc", "mean_frc", "frc_soft", "seconds")))
     for ext in ("csv", "json"):
         reports.write_table([{k: v for k, v in r.items() if k != "output"} for r in rows],
                             os.path.join(FLAGS.out, f"metrics.{ext}"))

@@ -28,7 +28,7 @@ from n2s_tf import metrics
 from n2s_tf.data import standardize
 from n2s_tf.errors import ConfigError
 
-SCALAR_METRICS = ("psnr", "ssim", "cc", "mean_frc", "res_0143", "res_halfbit", "seconds")
+SCALAR_METRICS = ("psnr", "ssim", "cc", "mean_frc", "frc_soft", "res_0143", "res_halfbit", "seconds")
 TABLE_COLUMNS = ("psnr", "ssim", "cc", "mean_frc", "res_0143", "res_halfbit")
 NOISY = "noisy"
 
@@ -104,7 +104,8 @@ def score(clean, denoised, pixel_size: Optional[float] = None, standardized: boo
     """Metrics of `denoised` against `clean` (same shape: (H, W), (H, W, C) or (D, H, W, C)).
 
     Returns psnr (dB), ssim, cc (Pearson), mean_frc (mean over rings 1..Nyquist; rings
-    without power left out), frc (dict of freq in cycles/pixel and values; a Fourier
+    without power left out), frc_soft (the same after metrics.soft_edge, which keeps the
+    faces' jump out of the high rings), frc (dict of freq in cycles/pixel and values; a Fourier
     shell correlation for volumes; channels averaged first), and res_0143 / res_halfbit:
     where the FRC falls below 0.143 and the 1/2-bit curve, in Angstrom when pixel_size
     (A/pixel) is given, else in pixels (None when it never falls below). standardized:
@@ -123,11 +124,15 @@ def score(clean, denoised, pixel_size: Optional[float] = None, standardized: boo
     if constant:
         curve = np.zeros_like(curve)
     scale = pixel_size or 1.0
+    gray_clean, gray_denoised = _gray(clean), _gray(denoised)
+    window = metrics.soft_edge(gray_clean.shape)
+    soft = metrics.fourier_correlation(gray_clean * window, gray_denoised * window)[1]
     return {
         "psnr": metrics.psnr(clean, denoised, data_range=data_range),
         "ssim": metrics.ssim(clean, denoised, data_range=data_range),
         "cc": 0.0 if constant else metrics.pearson_cc(clean, denoised),
         "mean_frc": float(np.nanmean(curve[1:])),
+        "frc_soft": 0.0 if constant else float(np.nanmean(soft[1:])),
         "res_0143": metrics.resolution_at(freq, curve, metrics.FSC_0143, scale),
         "res_halfbit": metrics.resolution_at(freq, curve, metrics.half_bit_threshold(counts), scale),
         "res_unit": "A" if pixel_size else "px",
