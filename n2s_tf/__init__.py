@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-API = ("denoise", "load_model", "train")
+API = ("denoise", "denoise_halves", "load_model", "train")
 
 
 def __getattr__(name):

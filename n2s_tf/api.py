@@ -151,6 +151,55 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     return out[..., 0] if squeeze else out
 
 
+# calibrate_halves holds four float64 spectra of the image: beyond this many pixels (about
+# 1.5 GB of them) the halves are averaged plainly.
+HALVES_CALIBRATION_MAX_PIXELS = 2**25
+
+
+class HalvesNotCalibratedWarning(UserWarning):
+    """denoise_halves averaged two halves without calibrating them (the image is too large)."""
+
+
+def denoise_halves(image_a: np.ndarray, image_b: np.ndarray, model=None, *, calibrate: bool = True,
+                   **options) -> np.ndarray:
+    """Denoise two halves of one exposure (even/odd frame sums, even/odd tomograms: the same
+    signal, independent noise) with a Noise2Noise model and return their combination, float32:
+    each half denoised (`denoise` with `options`), then `combine_halves`."""
+    image_a, image_b = np.asarray(image_a), np.asarray(image_b)
+    if image_a.shape != image_b.shape:
+        raise ConfigError(f"the halves differ in shape: {image_a.shape} and {image_b.shape}")
+    if model is None or isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    denoised = [denoise(image, model, **options) for image in (image_a, image_b)]
+    return combine_halves(image_a, image_b, *denoised, ndim=model.ndim, calibrate=calibrate)
+
+
+def combine_halves(image_a, image_b, denoised_a, denoised_b, ndim: int, calibrate: bool = True) -> np.ndarray:
+    """The mean of two denoised halves (arrays (*spatial) or (*spatial, C), ndim spatial axes);
+    with calibrate, mixed per Fourier ring with the mean of the raw halves, each channel with
+    weights estimated from the halves themselves (`calibration.calibrate_halves`: no noise
+    model, so correlated and anisotropic noise is handled). Images of more than
+    HALVES_CALIBRATION_MAX_PIXELS pixels are averaged plainly, with a HalvesNotCalibratedWarning.
+    denoised_a may be overwritten."""
+    import warnings
+
+    from n2s_tf.calibration import calibrate_halves
+
+    if calibrate and np.size(image_a) > HALVES_CALIBRATION_MAX_PIXELS:
+        warnings.warn(f"halves of {np.size(image_a)} pixels averaged without calibration (at most "
+                      f"{HALVES_CALIBRATION_MAX_PIXELS})", HalvesNotCalibratedWarning, stacklevel=2)
+        calibrate = False
+    if not calibrate:
+        denoised_a = np.asarray(denoised_a, np.float32)
+        denoised_a += denoised_b
+        denoised_a *= 0.5
+        return denoised_a
+    arrays = [np.asarray(x, np.float32) for x in (image_a, image_b, denoised_a, denoised_b)]
+    if arrays[0].ndim == ndim:
+        return calibrate_halves(*arrays)
+    return np.stack([calibrate_halves(*(x[..., c] for x in arrays)) for c in range(arrays[0].shape[-1])], axis=-1)
+
+
 def blind_spot(model, adapt_steps: int = 0) -> bool:
     """Whether the model predicts a pixel without seeing it (a masked method, or adapted with one)."""
     from n2s_tf.config import METHODS

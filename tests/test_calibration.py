@@ -132,3 +132,22 @@ def test_halves_calibration_needs_no_noise_model():
     assert out.dtype == np.float32 and out.shape == clean.shape
     assert mse(out) < 1.1 * mse(oracle)
     assert mse(out) < min(mse(sum(halves) / 2), mse(sum(predictions) / 2))
+
+
+def test_combine_halves_per_channel_and_the_size_limit(monkeypatch):
+    import pytest
+
+    from n2s_tf import api
+
+    rng = np.random.default_rng(5)
+    clean = ndimage.gaussian_filter(rng.normal(size=(64, 64, 2)), (2, 2, 0))
+    a, b = (clean + rng.normal(0, 1, clean.shape) for _ in "ab")
+    fa, fb = (ndimage.uniform_filter(x, (3, 3, 1)) for x in (a, b))
+    out = api.combine_halves(a, b, fa.copy(), fb, ndim=2)
+    for c in range(2):
+        np.testing.assert_allclose(out[..., c], calibration.calibrate_halves(a[..., c], b[..., c], fa[..., c],
+                                                                             fb[..., c]), atol=1e-6)
+    monkeypatch.setattr(api, "HALVES_CALIBRATION_MAX_PIXELS", 100)
+    with pytest.warns(api.HalvesNotCalibratedWarning):
+        plain = api.combine_halves(a, b, fa.copy(), fb, ndim=2)
+    np.testing.assert_allclose(plain, (fa + fb) / 2, atol=1e-6)

@@ -165,6 +165,20 @@ def test_3d_noise2noise_from_even_odd_halves_end_to_end(tmp_path):
             assert mrc.data.shape == (12, 24, 28) and mrc.header.ispg == 1
             np.testing.assert_allclose(mrc.voxel_size.x, 5.0)
             assert np.all(np.isfinite(mrc.data))
+    # The halves are calibrated against each other by default, as n2s_tf.denoise_halves does.
+    import n2s_tf
+
+    halves = [mrcfile.read(str(tmp_path / half / "t1.rec")) for half in ("even", "odd")]
+    model = n2s_tf.load_model(str(tmp_path / "run"))
+    calibrated = n2s_tf.denoise_halves(*halves, model, tile=16)
+    plain = n2s_tf.denoise_halves(*halves, model, tile=16, calibrate=False)
+    np.testing.assert_allclose(mrcfile.read(str(tmp_path / "out" / "t1.rec")), calibrated, atol=1e-4)
+    assert not np.allclose(calibrated, plain, atol=1e-3)
+    result = run("test_single.py", f"--input={tmp_path / 'even' / 't1.rec'}", f"--input_b={tmp_path / 'odd'}",
+                 f"--output={tmp_path / 'plain.rec'}", f"--model={tmp_path / 'run'}", "--tile=16",
+                 "--nocalibrate_halves")
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(mrcfile.read(str(tmp_path / "plain.rec")), plain, atol=1e-4)
 
 
 def test_training_on_an_image_stack(tmp_path):

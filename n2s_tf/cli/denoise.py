@@ -29,7 +29,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "noisy_camera.pn
 flags.DEFINE_string("input", None, "image file, folder, glob or RELION micrographs .star file "
                                    "(default: the shipped example image)")
 flags.DEFINE_string("input_b", None, "Noise2Noise: the other halves (odd sums) of --input, same file names; "
-                                     "each half is denoised and the two are averaged")
+                                     "each half is denoised, the two averaged (see --calibrate_halves)")
+flags.DEFINE_boolean("calibrate_halves", True, "--input_b: mix the mean output and the mean half per Fourier "
+                     "ring, weights from the halves (no noise model)")
 flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
                                     "(default: <input name>_denoised<ext> in the current folder)")
 flags.DEFINE_string("model", None, "exported model or training directory (default: the shipped model "
@@ -132,9 +134,29 @@ def _compute(job, images, model):
     if report and FLAGS.report_noise:
         _noise_report(f"{job.source} residual", image.data - denoised, model)
     if other is not None:
-        denoised += _denoise(other, model)  # in place: a tomogram's halves are large
-        denoised *= 0.5
+        denoised = _combine_halves(image, other, denoised, _denoise(other, model), model)
     return image, denoised
+
+
+def _combine_halves(image, other, denoised, denoised_other, model):
+    """api.combine_halves of two io.Images and their outputs (a stack plane by plane)."""
+    import warnings
+
+    import numpy as np
+
+    from n2s_tf import api
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", api.HalvesNotCalibratedWarning)
+        if image.kind == "stack":
+            combined = np.stack([api.combine_halves(*planes, ndim=model.ndim, calibrate=FLAGS.calibrate_halves)
+                                 for planes in zip(image.data, other.data, denoised, denoised_other)])
+        else:
+            combined = api.combine_halves(image.data, other.data, denoised, denoised_other, ndim=model.ndim,
+                                          calibrate=FLAGS.calibrate_halves)
+    for warning in caught:
+        print(f"note: {image.source}: {warning.message}", file=sys.stderr)
+    return combined
 
 
 def _write(job, result):
