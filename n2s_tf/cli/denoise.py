@@ -28,10 +28,10 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "noisy_camera.pn
 
 flags.DEFINE_string("input", None, "image file, folder, glob or RELION micrographs .star file "
                                    "(default: the shipped example image)")
-flags.DEFINE_string("input_b", None, "Noise2Noise: the other halves (odd sums) of --input, same file names; "
-                                     "each half is denoised, the two averaged (see --calibrate_halves)")
-flags.DEFINE_boolean("calibrate_halves", True, "--input_b: mix the mean output and the mean half per Fourier "
-                     "ring, weights from the halves (no noise model)")
+flags.DEFINE_string("input_b", None, "Noise2Noise: the other halves of --input (same file names); both are "
+                                     "denoised and combined")
+flags.DEFINE_boolean("calibrate_halves", True, "--input_b: mix mean output and mean half per Fourier ring "
+                     "(weights from the halves)")
 flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
                                     "(default: <input name>_denoised<ext> in the current folder)")
 flags.DEFINE_string("model", None, "exported model or training directory (default: the shipped model "
