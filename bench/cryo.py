@@ -25,6 +25,9 @@ correlated as the noise. Methods, all scored standardized against the clean imag
   correlated noise), with 8-fold test-time augmentation (cryoem_tta), without whitening
   (cryoem_nowhiten), after --adapt_steps of self-supervised fine-tuning on the micrograph
   (cryoem_adapt), and the shipped general model (general);
+- n2n_halves: a Noise2Noise model (--n2n_model, e.g. trained on even/odd movie sums) on two
+  halves of the dose, each the clean image with its own noise at half the SNR, denoised and
+  calibrated against each other (n2s_tf.denoise_halves): the even/odd route, same total dose;
 - classical filters; Topaz-Denoise's pretrained model (topaz) and CAREamics' Noise2Void
   trained --steps on the micrograph (careamics_n2v; careamics_structn2v with its structN2V
   mask, STRUCT_MASK), run in their own virtual environment by bench/peers.py.
@@ -53,6 +56,7 @@ SHIPPED = {"cryoem": "cryoem", "cryoem_tta": "cryoem", "cryoem_nowhiten": "cryoe
            "general": "general"}  # method -> shipped model name
 SHIPPED_OPTIONS = {"cryoem_tta": {"tta": True}, "cryoem_nowhiten": {"whiten": False}}  # api.denoise options
 PEERS = ("topaz", "careamics_n2v", "careamics_structn2v")
+HALVES = ("n2n_halves",)  # a Noise2Noise model (--n2n_model) on even/odd halves of the dose
 # structN2V's mask: the neighbours within 1 px along both axes and the diagonals, where the
 # correlated noise of --noise_lag1 (separable, lag 1 along each axis) is correlated with the pixel.
 STRUCT_MASK = dict(struct_axes="square", struct_span=3)
@@ -62,7 +66,7 @@ BASELINES = {
     "lowpass0.001": ("fourier_lowpass", {"cutoff": 0.001}),
     "gaussian2": ("gaussian", {"sigma": 2.0}),
 }
-ALL_METHODS = TRAINED + tuple(SHIPPED) + PEERS + tuple(BASELINES)
+ALL_METHODS = TRAINED + tuple(SHIPPED) + PEERS + HALVES + tuple(BASELINES)
 SWEEP_SNRS = np.geomspace(0.01, 0.5, 10)
 
 FLAGS = flags.FLAGS
@@ -92,6 +96,9 @@ flags.DEFINE_integer("particles", 40, "particles per micrograph")
 flags.DEFINE_integer("seed", 0, "simulation and training seed")
 flags.DEFINE_float("plot_snr", 0.05, "FRC curves and panels are drawn at the SNR nearest this")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
+flags.DEFINE_string("n2n_model", None, "n2n_halves: an exported Noise2Noise model, run on two halves of the "
+                                       "micrograph's dose (each at half its SNR, their own noise) by "
+                                       "n2s_tf.denoise_halves")
 flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
 
 
@@ -140,6 +147,19 @@ def train_model(method, noisy_dir, other_dir, model_dir):
                        patch_size=(FLAGS.patch_size,) * 2, seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision,
                        checkpoint_every=steps, model_dir=model_dir)
     return evaluate.model_denoiser(result["export_dir"], name=method, tta=FLAGS.tta, calibrate=FLAGS.calibrate)
+
+
+def denoise_halves(clean, snr):
+    """n2n_halves: two halves of the dose (the clean image plus noise at snr / 2 each, seeds
+    apart from the micrograph's) through --n2n_model and n2s_tf.denoise_halves."""
+    from n2s_tf import api, synthetic
+
+    if not FLAGS.n2n_model:
+        raise ConfigError("--methods=n2n_halves needs --n2n_model (an exported Noise2Noise model)")
+    rng = np.random.default_rng(FLAGS.seed + 2000)
+    halves = [synthetic.construct_image_with_SNR(clean, snr / 2, rng, FLAGS.noise_lag1) for _ in "ab"]
+    model = api.load_model(FLAGS.n2n_model, precision=FLAGS.precision)
+    return api.denoise_halves(*halves, model, tta=FLAGS.tta)
 
 
 def shipped_denoiser(method):
@@ -203,6 +223,9 @@ def main(argv):
                     data = (supervised_pairs(atoms, snr, os.path.join(folder, "supervised")) if method == "supervised"
                             else (os.path.join(folder, "a"), os.path.join(folder, "b")))
                     denoisers.append(train_model(method, *data, os.path.join(folder, "runs", method)))
+                elif method in HALVES:
+                    output = denoise_halves(mic["clean"], snr)
+                    denoisers.append(Denoiser(method, lambda x, output=output: output))
                 elif method in PEERS:
                     output, wall_seconds[method] = run_peer(method, os.path.join(folder, "a", "micrograph.npy"),
                                                             folder)
