@@ -23,7 +23,7 @@ from n2s_tf.errors import ConfigError, ModelNotFoundError
 # The shipped models are package data: the same path in a checkout and in an installed wheel.
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 # The shipped model test_single.py uses when --model is not given, by input kind.
-DEFAULT_MODELS = {"general": "general", "cryo": "cryoem"}
+DEFAULT_MODELS = {"general": "general", "cryo": "cryoem", "cryo_halves": "cryoem_n2n"}
 CRYO_EXTENSIONS = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
 
 
@@ -35,10 +35,12 @@ def train(config: Optional[TrainConfig] = None, export: bool = True, **fields):
     return run(config, export=export)
 
 
-def default_model_path(input_path: Optional[str] = None) -> str:
-    """The shipped model for an input file: the cryo-EM model for MRC files if shipped."""
+def default_model_path(input_path: Optional[str] = None, halves: bool = False) -> str:
+    """The shipped model for an input file: the cryo-EM model for MRC files if shipped, its
+    Noise2Noise sibling for MRC files given with their other halves (even/odd sums)."""
     cryo = input_path is not None and input_path.lower().endswith(CRYO_EXTENSIONS)
-    for kind in (("cryo", "general") if cryo else ("general",)):
+    kinds = (("cryo_halves",) if halves else ()) + ("cryo", "general") if cryo else ("general",)
+    for kind in kinds:
         path = SHIPPED_MODELS / DEFAULT_MODELS[kind]
         if path.exists():
             return str(path)

@@ -189,3 +189,18 @@ def test_training_on_an_image_stack(tmp_path):
                  f"--model_dir={tmp_path / 'run'}", "--export=false")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 training image(s)" in result.stderr
+
+
+def test_mrc_halves_get_the_shipped_noise2noise_model(tmp_path):
+    rng = np.random.default_rng(8)
+    clean = rng.normal(0, 1, (64, 72)).astype(np.float32)
+    for half in ("even", "odd"):
+        (tmp_path / half).mkdir()
+        with mrcfile.new(str(tmp_path / half / "m.mrc")) as mrc:
+            mrc.set_data(clean + rng.normal(0, 2, clean.shape).astype(np.float32))
+    result = run("test_single.py", f"--input={tmp_path / 'even' / 'm.mrc'}", f"--input_b={tmp_path / 'odd'}",
+                 f"--output={tmp_path / 'm_dn.mrc'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    model_line = next(line for line in result.stderr.splitlines() if line.startswith("model:"))
+    assert os.sep + "cryoem_n2n" + os.sep in model_line, model_line
+    assert mrcfile.read(str(tmp_path / "m_dn.mrc")).shape == (64, 72)

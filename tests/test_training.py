@@ -165,11 +165,11 @@ def test_the_shipped_models_start_a_run_with_default_flags():
     # networks since the export take their defaults on both sides.
     from n2s_tf import api
 
-    for name in ("cryoem", "general"):
+    for name in ("cryoem", "cryoem_n2n", "general"):
         model = LoadedModel(str(api.SHIPPED_MODELS / name))
         args = {k: v for k, v in model.metadata["config"]["network_args"].items()}
         network = build_network(model.metadata["network"], **args)
-        config = TrainConfig(model="n2s" if name == "cryoem" else "n2t", network=model.metadata["network"],
+        config = TrainConfig(model=model.metadata["method"], network=model.metadata["network"],
                              network_args=args, init=model.path)
         load_initial_weights(network, config)
         x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype(np.float32)
