@@ -137,14 +137,16 @@ def halves_weights(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS):
     """The per-ring weights (a, b) of a F + b Y for two halves y_a, y_b (real arrays of one
     shape, independent noise) and their predictions f_a, f_b, with F and Y the means of the
     predictions and of the halves. Ring 0 (the mean) keeps (1, 0)."""
-    ring, weight = fourier_rings(y_a.shape)
-    Y_a, Y_b, F_a, F_b = (np.fft.rfftn(np.asarray(x, np.float64), norm="ortho") for x in (y_a, y_b, f_a, f_b))
-    count = None
+    ring, weight = fourier_rings(np.shape(y_a))
+    spectra = [np.fft.rfftn(np.asarray(x, np.float64), norm="ortho") for x in (y_a, y_b, f_a, f_b)]
+    return _halves_weights(*spectra, ring, weight, smooth)
+
+
+def _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight, smooth):
+    """halves_weights from the orthonormal spectra of the halves and of their predictions."""
+    count = _smooth(np.bincount(ring.ravel(), weight.ravel()), smooth)
 
     def ring_mean(values):
-        nonlocal count
-        if count is None:
-            count = _smooth(np.bincount(ring.ravel(), weight.ravel()), smooth)
         return _smooth(np.bincount(ring.ravel(), (weight * values).ravel()), smooth) / count
 
     Y, F = (Y_a + Y_b) / 2, (F_a + F_b) / 2
@@ -161,11 +163,12 @@ def halves_weights(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS):
 def calibrate_halves(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS):
     """The mean prediction of two halves calibrated ring by ring against the mean half
     (`halves_weights`): float32, the shape of y_a, a single-channel array without channel axis."""
-    a, b = halves_weights(y_a, y_b, f_a, f_b, smooth)
-    ring, _ = fourier_rings(y_a.shape)
-    F = np.fft.rfftn((np.asarray(f_a, np.float64) + f_b) / 2, norm="ortho")
-    Y = np.fft.rfftn((np.asarray(y_a, np.float64) + y_b) / 2, norm="ortho")
-    return np.fft.irfftn(a[ring] * F + b[ring] * Y, s=y_a.shape, norm="ortho").astype(np.float32)
+    shape = np.shape(y_a)
+    ring, weight = fourier_rings(shape)
+    Y_a, Y_b, F_a, F_b = (np.fft.rfftn(np.asarray(x, np.float64), norm="ortho") for x in (y_a, y_b, f_a, f_b))
+    a, b = _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight, smooth)
+    mixed = a[ring] * (F_a + F_b) / 2 + b[ring] * (Y_a + Y_b) / 2
+    return np.fft.irfftn(mixed, s=shape, norm="ortho").astype(np.float32)
 
 
 def calibrate(predict, image, eps=EPS, smooth=SMOOTH_RINGS, seed=0):
