@@ -39,7 +39,7 @@ def default_model_path(input_path: Optional[str] = None, halves: bool = False) -
     """The shipped model for an input file: the cryo-EM model for MRC files if shipped, its
     Noise2Noise sibling for MRC files given with their other halves (even/odd sums)."""
     cryo = input_path is not None and input_path.lower().endswith(CRYO_EXTENSIONS)
-    kinds = (("cryo_halves",) if halves else ()) + ("cryo", "general") if cryo else ("general",)
+    kinds = ((("cryo_halves",) if halves else ()) + ("cryo", "general")) if cryo else ("general",)
     for kind in kinds:
         path = SHIPPED_MODELS / DEFAULT_MODELS[kind]
         if path.exists():

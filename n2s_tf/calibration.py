@@ -133,17 +133,10 @@ def _solve(p_ff, p_yy, p_yf, s_f, s_y):
     return a, b
 
 
-def halves_weights(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS):
-    """The per-ring weights (a, b) of a F + b Y for two halves y_a, y_b (real arrays of one
-    shape, independent noise) and their predictions f_a, f_b, with F and Y the means of the
-    predictions and of the halves. Ring 0 (the mean) keeps (1, 0)."""
-    ring, weight = fourier_rings(np.shape(y_a))
-    spectra = [np.fft.rfftn(np.asarray(x, np.float64), norm="ortho") for x in (y_a, y_b, f_a, f_b)]
-    return _halves_weights(*spectra, ring, weight, smooth)
-
-
 def _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight, smooth):
-    """halves_weights from the orthonormal spectra of the halves and of their predictions."""
+    """The per-ring weights (a, b) of a F + b Y from the orthonormal spectra of two halves
+    (independent noise) and of their predictions, F and Y the means of the predictions and of
+    the halves. Ring 0 (the mean) keeps (1, 0)."""
     count = _smooth(np.bincount(ring.ravel(), weight.ravel()), smooth)
 
     def ring_mean(values):
@@ -162,7 +155,7 @@ def _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight, smooth):
 
 def calibrate_halves(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS):
     """The mean prediction of two halves calibrated ring by ring against the mean half
-    (`halves_weights`): float32, the shape of y_a, a single-channel array without channel axis."""
+    (see the module docstring): float32, the shape of y_a, one channel without channel axis."""
     shape = np.shape(y_a)
     ring, weight = fourier_rings(shape)
     Y_a, Y_b, F_a, F_b = (np.fft.rfftn(np.asarray(x, np.float64), norm="ortho") for x in (y_a, y_b, f_a, f_b))
