@@ -9,7 +9,8 @@ counting, even/odd halves, weighted back-projection). Methods, scored standardiz
 noiseless reconstruction with the same missing wedge (PSNR, CC, FSC mean = FSC-AUC):
 - gaussian: a 3D Gaussian filter of --gaussian_sigma voxels on the full-dose tomogram;
 - n2n: n2s_tf Noise2Noise trained --steps on the even/odd halves, both halves denoised and
-  averaged (the cryoCARE route);
+  calibrated against each other per Fourier shell (n2s_tf.combine_halves, test_single.py's
+  --input_b route); n2n_plain: the plain mean of the two (the cryoCARE route);
 - single: the route without halves, n2s_tf N2S trained --steps on the full-dose tomogram alone,
   whitened by its own noise spectrum (train.py --whiten=on), and denoised so (test_single.py whitens
   for such a model);
@@ -50,8 +51,6 @@ flags.DEFINE_float("contrast", 0.1, "weak-phase contrast of the projections (see
 flags.DEFINE_string("methods", ",".join(METHODS), f"comma-separated methods: {', '.join(METHODS)}")
 flags.DEFINE_float("gaussian_sigma", 1.5, "gaussian: sigma in voxels")
 flags.DEFINE_integer("steps", 1000, "n2n: training steps")
-flags.DEFINE_boolean("halves_calibration", True, "n2n: also the row n2n_cal, the mean of the denoised halves "
-                     "calibrated ring by ring against the mean half (calibration.calibrate_halves)")
 flags.DEFINE_string("patch_size", "32,64,64", "n2n: training patch Z,Y,X")
 flags.DEFINE_integer("batch_size", 4, "n2n: batch size")
 flags.DEFINE_string("network", "unet", "n2n: network")
@@ -90,7 +89,7 @@ def _train(work, **fields):
 
 
 def train_n2n(tomogram, work):
-    """Noise2Noise on the even/odd halves, both halves denoised and averaged; (output, training
+    """Noise2Noise on the even/odd halves, both halves denoised and combined; (output, training
     seconds, denoising seconds)."""
     from n2s_tf import api
 
@@ -100,12 +99,10 @@ def train_n2n(tomogram, work):
     model, train_seconds = _train(work, model="n2n", data=os.path.join(work, "even"), target=os.path.join(work, "odd"))
     tick = time.time()
     even, odd = api.denoise(tomogram["even"], model), api.denoise(tomogram["odd"], model)
+    combined = api.combine_halves(tomogram["even"], tomogram["odd"], even.copy(), odd, ndim=3)
     seconds = time.time() - tick
-    if FLAGS.halves_calibration:
-        from n2s_tf.calibration import calibrate_halves
-
-        EXTRA["n2n_cal"] = calibrate_halves(tomogram["even"], tomogram["odd"], even, odd)
-    return (even + odd) / 2, train_seconds, seconds
+    EXTRA["n2n_plain"] = (even + odd) / 2
+    return combined, train_seconds, seconds
 
 
 def train_single(tomogram, work):
