@@ -61,9 +61,11 @@ flags.DEFINE_integer("cryocare_epochs", 5, "cryocare: epochs")
 flags.DEFINE_integer("cryocare_steps", None, "cryocare: steps per epoch, batch 16 (default: n2n's budget in "
                                              "training voxels)")
 flags.DEFINE_integer("seed", 0, "simulation and training seed")
+flags.DEFINE_boolean("n2n_other_tomogram", False, "n2n: train on the halves of another tomogram of the same "
+                                                  "settings (seed + 100) instead of the scored one's")
 
 
-def simulate(dose):
+def simulate(dose, seed=None):
     from n2s_tf import synthetic_tomogram
 
     models = [m for m in FLAGS.models.split(",") if m]
@@ -72,7 +74,7 @@ def simulate(dose):
         raise ConfigError(f"--models: no such file {missing[0] if missing else '(none given)'}")
     return synthetic_tomogram.simulate_tomogram(
         models, shape=parse_ints(FLAGS.size, "size"), pixel_size=FLAGS.pixel_size, n_particles=FLAGS.particles,
-        total_dose=dose, contrast=FLAGS.contrast, seed=FLAGS.seed)
+        total_dose=dose, contrast=FLAGS.contrast, seed=FLAGS.seed if seed is None else seed)
 
 
 def _train(work, **fields):
@@ -93,9 +95,10 @@ def train_n2n(tomogram, work):
     seconds, denoising seconds)."""
     from n2s_tf import api
 
+    source = simulate(tomogram["dose"], FLAGS.seed + 100) if FLAGS.n2n_other_tomogram else tomogram
     for half in ("even", "odd"):
         os.makedirs(os.path.join(work, half), exist_ok=True)
-        np.save(os.path.join(work, half, "tomo.npy"), tomogram[half][..., None])
+        np.save(os.path.join(work, half, "tomo.npy"), source[half][..., None])
     model, train_seconds = _train(work, model="n2n", data=os.path.join(work, "even"), target=os.path.join(work, "odd"))
     tick = time.time()
     even, odd = api.denoise(tomogram["even"], model), api.denoise(tomogram["odd"], model)
@@ -172,7 +175,7 @@ def main(argv):
     with tempfile.TemporaryDirectory(prefix="tomo_bench_") as work:
         for dose in doses:
             tick = time.time()
-            tomogram = simulate(dose)
+            tomogram = dict(simulate(dose), dose=dose)
             print(f"dose {dose:g}: simulated in {time.time() - tick:.0f} s", file=sys.stderr, flush=True)
             denoisers, seconds = [], {}
             for method in methods:
