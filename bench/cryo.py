@@ -25,7 +25,7 @@ correlated as the noise. Methods, all scored standardized against the clean imag
   correlated noise), with 8-fold test-time augmentation (cryoem_tta), without whitening
   (cryoem_nowhiten), after --adapt_steps of self-supervised fine-tuning on the micrograph
   (cryoem_adapt), and the shipped general model (general);
-- n2n_halves: a Noise2Noise model (--n2n_model, e.g. trained on even/odd movie sums) on two
+- n2n_halves: a Noise2Noise model (--n2n_model, default the shipped cryoem_n2n) on two
   halves of the dose, each the clean image with its own noise at half the SNR, denoised and
   calibrated against each other (n2s_tf.denoise_halves): the even/odd route, same total dose;
 - classical filters; Topaz-Denoise's pretrained model (topaz) and CAREamics' Noise2Void
@@ -96,9 +96,9 @@ flags.DEFINE_integer("particles", 40, "particles per micrograph")
 flags.DEFINE_integer("seed", 0, "simulation and training seed")
 flags.DEFINE_float("plot_snr", 0.05, "FRC curves and panels are drawn at the SNR nearest this")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
-flags.DEFINE_string("n2n_model", None, "n2n_halves: an exported Noise2Noise model, run on two halves of the "
-                                       "micrograph's dose (each at half its SNR, their own noise) by "
-                                       "n2s_tf.denoise_halves")
+flags.DEFINE_string("n2n_model", None, "n2n_halves: an exported Noise2Noise model (default: the shipped "
+                                       "cryoem_n2n), run on two halves of the micrograph's dose (each at half "
+                                       "its SNR, their own noise) by n2s_tf.denoise_halves")
 flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
 
 
@@ -154,11 +154,9 @@ def denoise_halves(clean, snr):
     apart from the micrograph's) through --n2n_model and n2s_tf.denoise_halves."""
     from n2s_tf import api, synthetic
 
-    if not FLAGS.n2n_model:
-        raise ConfigError("--methods=n2n_halves needs --n2n_model (an exported Noise2Noise model)")
     rng = np.random.default_rng(FLAGS.seed + 2000)
     halves = [synthetic.construct_image_with_SNR(clean, snr / 2, rng, FLAGS.noise_lag1) for _ in "ab"]
-    model = api.load_model(FLAGS.n2n_model, precision=FLAGS.precision)
+    model = api.load_model(FLAGS.n2n_model or str(api.SHIPPED_MODELS / "cryoem_n2n"), precision=FLAGS.precision)
     return api.denoise_halves(*halves, model, tta=FLAGS.tta)
 
 
