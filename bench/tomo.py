@@ -61,6 +61,7 @@ flags.DEFINE_integer("cryocare_epochs", 5, "cryocare: epochs")
 flags.DEFINE_integer("cryocare_steps", None, "cryocare: steps per epoch, batch 16 (default: n2n's budget in "
                                              "training voxels)")
 flags.DEFINE_integer("seed", 0, "simulation and training seed")
+flags.DEFINE_string("save_halves", None, "n2n: also save the halves, their outputs and the reference (.npy) here")
 flags.DEFINE_boolean("n2n_other_tomogram", False, "n2n: train on the halves of another tomogram of the same "
                                                   "settings (seed + 100) instead of the scored one's")
 
@@ -105,6 +106,11 @@ def train_n2n(tomogram, work):
     combined = api.combine_halves(tomogram["even"], tomogram["odd"], even.copy(), odd, ndim=3)
     seconds = time.time() - tick
     EXTRA["n2n_plain"] = (even + odd) / 2
+    if FLAGS.save_halves:  # for studying the combination: the halves, their outputs, the reference
+        os.makedirs(FLAGS.save_halves, exist_ok=True)
+        for name, array in (("even", tomogram["even"]), ("odd", tomogram["odd"]), ("even_out", even),
+                            ("odd_out", odd), ("clean", tomogram["clean"])):
+            np.save(os.path.join(FLAGS.save_halves, f"dose{tomogram['dose']:g}_{name}.npy"), array)
     return combined, train_seconds, seconds
 
 
