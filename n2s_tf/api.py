@@ -180,12 +180,13 @@ def combine_halves(image_a, image_b, denoised_a, denoised_b, ndim: int, calibrat
     """The mean of two denoised halves (arrays (*spatial) or (*spatial, C), ndim spatial axes);
     with calibrate, mixed per Fourier ring with the mean of the raw halves, each channel with
     weights estimated from the halves themselves (`calibration.calibrate_halves`: no noise
-    model, so correlated and anisotropic noise is handled). Images of more than
+    model, so correlated and anisotropic noise is handled; volumes, taken as tomograms with
+    the tilt axis along Y, per shell and angle about that axis). Images of more than
     HALVES_CALIBRATION_MAX_PIXELS pixels are averaged plainly, with a HalvesNotCalibratedWarning.
     denoised_a may be overwritten."""
     import warnings
 
-    from n2s_tf.calibration import calibrate_halves
+    from n2s_tf.calibration import TILT_SECTORS, calibrate_halves
 
     if calibrate and np.size(image_a) > HALVES_CALIBRATION_MAX_PIXELS:
         warnings.warn(f"halves of {np.size(image_a)} pixels averaged without calibration (at most "
@@ -197,9 +198,12 @@ def combine_halves(image_a, image_b, denoised_a, denoised_b, ndim: int, calibrat
         denoised_a *= 0.5
         return denoised_a
     arrays = [np.asarray(x, np.float32) for x in (image_a, image_b, denoised_a, denoised_b)]
+    # Volumes are tomograms: their weights are fitted apart by angle about the tilt axis (Y).
+    sectors = TILT_SECTORS if ndim == 3 else 1
     if arrays[0].ndim == ndim:
-        return calibrate_halves(*arrays)
-    return np.stack([calibrate_halves(*(x[..., c] for x in arrays)) for c in range(arrays[0].shape[-1])], axis=-1)
+        return calibrate_halves(*arrays, sectors=sectors)
+    return np.stack([calibrate_halves(*(x[..., c] for x in arrays), sectors=sectors)
+                     for c in range(arrays[0].shape[-1])], axis=-1)
 
 
 def blind_spot(model, adapt_steps: int = 0) -> bool:

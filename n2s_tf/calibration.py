@@ -37,6 +37,7 @@ OUTER = 0.9  # rings from this fraction of Nyquist outwards estimate the noise p
 SMOOTH_RINGS = 4.0  # Gaussian width, in rings, of the smoothing of the ring sums
 EPS = 0.2  # probe step, in units of the standardized image (large enough for bfloat16)
 RIDGE = 1e-3  # pull toward (1, 0), relative to each ring power: a near-linear network makes F ~ Y
+TILT_SECTORS = 10  # calibrate_halves of volumes: angular bins about the tilt axis (chosen on seed 7)
 
 
 def white_noise_power(y, outer=OUTER):
@@ -108,10 +109,12 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     return _solve(p_ff, p_yy, p_yf, s_f, s_y)
 
 
-def _independent(ring, smooth):
-    """The number of independent coefficients in each smoothed ring sum."""
-    coefficients = np.bincount(ring.ravel()).astype(np.float64)
-    return _smooth(coefficients, smooth) ** 2 / _smooth(coefficients, smooth, power=2)
+def _independent(ring, smooth, counted=None):
+    """The number of independent coefficients in each smoothed ring sum (of those `counted`)."""
+    counted = None if counted is None else counted.ravel()
+    coefficients = np.bincount(ring.ravel(), counted, minlength=ring.max() + 1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):  # rings without a counted coefficient
+        return _smooth(coefficients, smooth) ** 2 / _smooth(coefficients, smooth, power=2)
 
 
 def _solve(p_ff, p_yy, p_yf, s_f, s_y):
@@ -137,31 +140,53 @@ def _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight, smooth):
     """The per-ring weights (a, b) of a F + b Y from the orthonormal spectra of two halves
     (independent noise) and of their predictions, F and Y the means of the predictions and of
     the halves. Ring 0 (the mean) keeps (1, 0)."""
-    count = _smooth(np.bincount(ring.ravel(), weight.ravel()), smooth)
+    bins = ring.max() + 1
+    count = _smooth(np.bincount(ring.ravel(), weight.ravel(), minlength=bins), smooth)
 
     def ring_mean(values):
-        return _smooth(np.bincount(ring.ravel(), (weight * values).ravel()), smooth) / count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return _smooth(np.bincount(ring.ravel(), (weight * values).ravel(), minlength=bins), smooth) / count
 
     Y, F = (Y_a + Y_b) / 2, (F_a + F_b) / 2
     p_ff, p_yy, p_yf = ring_mean(np.abs(F) ** 2), ring_mean(np.abs(Y) ** 2), ring_mean((Y * np.conj(F)).real)
     s_f = ring_mean((F_a * np.conj(Y_b) + F_b * np.conj(Y_a)).real) / 2
     cross = ring_mean((Y_a * np.conj(Y_b)).real)
     # The cross product's error: |Y_a| |Y_b| over the independent coefficients of the ring sum.
-    error = np.sqrt(ring_mean(np.abs(Y_a) ** 2) * ring_mean(np.abs(Y_b) ** 2) / _independent(ring, smooth))
+    error = np.sqrt(ring_mean(np.abs(Y_a) ** 2) * ring_mean(np.abs(Y_b) ** 2) / _independent(ring, smooth, weight > 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         s_y = nonnegative_mean(cross, error)
     return _solve(p_ff, p_yy, p_yf, s_f, s_y)
 
 
-def calibrate_halves(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS):
+def tilt_sectors(shape, sectors):
+    """For every coefficient of rfftn of a (Z, Y, X) volume, which of `sectors` equal bins of
+    |cos| of its direction's angle to Z about the Y axis (the tilt axis) it falls in. A
+    tomogram's data differ with that angle: the missing wedge holds none, and back-projection's
+    noise varies with it."""
+    kz, _, kx = np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), np.fft.rfftfreq(shape[2]),
+                            indexing="ij", sparse=True)
+    radius = np.hypot(kz, kx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(radius > 0, np.abs(kz) / radius, 0.0)
+    sector = np.minimum((cosine * sectors).astype(np.int64), sectors - 1)
+    return np.broadcast_to(sector, (shape[0], shape[1], shape[2] // 2 + 1))
+
+
+def calibrate_halves(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS, sectors=1):
     """The mean prediction of two halves calibrated ring by ring against the mean half
-    (see the module docstring): float32, the shape of y_a, one channel without channel axis."""
+    (see the module docstring): float32, the shape of y_a, one channel without channel axis.
+    sectors > 1 (volumes) fits the weights apart in each `tilt_sectors` bin of every shell."""
     shape = np.shape(y_a)
     ring, weight = fourier_rings(shape)
     Y_a, Y_b, F_a, F_b = (np.fft.rfftn(np.asarray(x, np.float64), norm="ortho") for x in (y_a, y_b, f_a, f_b))
-    a, b = _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight, smooth)
-    mixed = a[ring] * (F_a + F_b) / 2 + b[ring] * (Y_a + Y_b) / 2
-    return np.fft.irfftn(mixed, s=shape, norm="ortho").astype(np.float32)
+    F, Y = (F_a + F_b) / 2, (Y_a + Y_b) / 2
+    sector = tilt_sectors(shape, sectors) if sectors > 1 else np.zeros(ring.shape, np.int64)
+    mixed = np.empty_like(F)
+    for s in range(sectors):
+        inside = sector == s
+        a, b = _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight * inside, smooth)
+        mixed[inside] = a[ring[inside]] * F[inside] + b[ring[inside]] * Y[inside]
+    return np.fft.irfftn(mixed, s=shape, axes=tuple(range(len(shape))), norm="ortho").astype(np.float32)
 
 
 def calibrate(predict, image, eps=EPS, smooth=SMOOTH_RINGS, seed=0):
