@@ -140,14 +140,16 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
         whiten = True  # trained on whitened images (train.py --whiten=on): denoise them so
     if whiten is not False and not all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
+    spectra = None  # the verdict's spectra, reused by the whitening
     if whiten == "auto":
-        from n2s_tf.noise import is_correlated
+        from n2s_tf.noise import correlated_spectra
 
-        whiten = is_correlated(image, model.ndim)
+        spectra = correlated_spectra(image, model.ndim)
+        whiten = spectra is not None
     if whiten:
         from n2s_tf.whitening import denoise_whitened
 
-        out = denoise_whitened(run, image, model.ndim)
+        out = denoise_whitened(run, image, model.ndim, spectra)
     else:
         out = run(image)
     return out[..., 0] if squeeze else out

@@ -142,12 +142,16 @@ def noise_report(image, ndim=None, **spectrum_options):
             "verdict": verdict, "power_ratio": ratio}
 
 
-def is_correlated(image, ndim):
-    """Whether any channel of a (*spatial, C) image has correlated noise (noise_report's verdict);
-    False for an image too small to tell (verdict "unknown"). Inference and training whiten on it."""
+def correlated_spectra(image, ndim):
+    """The noise spectrum of each channel of a (*spatial, C) image when any channel has
+    correlated noise (noise_report's verdict), else None (white, or too small to tell:
+    verdict "unknown"). Inference and training whiten on it, with these very spectra."""
     if min(image.shape[:ndim]) < MIN_TILE:
-        return False
-    return any(noise_report(image[..., c], ndim)["verdict"] == "correlated" for c in range(image.shape[-1]))
+        return None
+    reports = [noise_report(image[..., c], ndim) for c in range(image.shape[-1])]
+    if not any(report["verdict"] == "correlated" for report in reports):
+        return None
+    return [report["spectrum"] for report in reports]
 
 
 def summary_line(report, axis_names=None):

@@ -82,11 +82,12 @@ def _whitened(image, gains, means):
     return np.stack([apply_filter(image[..., c], g, mean=m) for c, (g, m) in enumerate(zip(gains, means))], -1)
 
 
-def whiten(image, ndim, **spectrum_options):
-    """A (*spatial, C) image with each channel whitened by its own noise spectrum: what
-    denoise_whitened gives its `denoise`, as training data for a model that denoises so."""
+def whiten(image, ndim, spectra=None, **spectrum_options):
+    """A (*spatial, C) image with each channel whitened by its own noise spectrum (`spectra`,
+    else measured): what denoise_whitened gives its `denoise`, as training data for a model
+    that denoises so."""
     image = np.asarray(image, dtype=np.float32)
-    return _whitened(image, *_channel_filters(image, ndim, **spectrum_options))
+    return _whitened(image, *_channel_filters(image, ndim, spectra, **spectrum_options))
 
 
 def denoise_whitened(denoise, image, ndim, spectra=None, **spectrum_options):
