@@ -155,15 +155,6 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     return out[..., 0] if squeeze else out
 
 
-# calibrate_halves holds four float64 spectra of the image: beyond this many pixels (about
-# 1.5 GB of them) the halves are averaged plainly.
-HALVES_CALIBRATION_MAX_PIXELS = 2**25
-
-
-class HalvesNotCalibratedWarning(UserWarning):
-    """denoise_halves averaged two halves without calibrating them (the image is too large)."""
-
-
 def denoise_halves(image_a: np.ndarray, image_b: np.ndarray, model=None, *, calibrate: bool = True,
                    **options) -> np.ndarray:
     """Denoise two halves of one exposure (even/odd frame sums, even/odd tomograms: the same
@@ -183,17 +174,10 @@ def combine_halves(image_a, image_b, denoised_a, denoised_b, ndim: int, calibrat
     with calibrate, mixed per Fourier ring with the mean of the raw halves, each channel with
     weights estimated from the halves themselves (`calibration.calibrate_halves`: no noise
     model, so correlated and anisotropic noise is handled; volumes, taken as tomograms with
-    the tilt axis along Y, per shell and angle about that axis). Images of more than
-    HALVES_CALIBRATION_MAX_PIXELS pixels are averaged plainly, with a HalvesNotCalibratedWarning.
+    the tilt axis along Y, per shell and angle about that axis; large images block by block).
     denoised_a may be overwritten."""
-    import warnings
-
     from n2s_tf.calibration import TILT_SECTORS, calibrate_halves
 
-    if calibrate and np.size(image_a) > HALVES_CALIBRATION_MAX_PIXELS:
-        warnings.warn(f"halves of {np.size(image_a)} pixels averaged without calibration (at most "
-                      f"{HALVES_CALIBRATION_MAX_PIXELS})", HalvesNotCalibratedWarning, stacklevel=2)
-        calibrate = False
     if not calibrate:
         denoised_a = np.asarray(denoised_a, np.float32)
         denoised_a += denoised_b

@@ -28,16 +28,24 @@ F = (F_a + F_b) / 2, F_a predicted from half a alone,
 so correlated, anisotropic noise (a tomogram's) is calibrated as exactly as white noise.
 """
 
+import dataclasses
+import itertools
+
 import numpy as np
+import scipy.fft
 from scipy.special import erfcx
 
-from n2s_tf.metrics import fourier_rings
+from n2s_tf.metrics import fourier_radius, fourier_rings
 
 OUTER = 0.9  # rings from this fraction of Nyquist outwards estimate the noise power
 SMOOTH_RINGS = 4.0  # Gaussian width, in rings, of the smoothing of the ring sums
 EPS = 0.2  # probe step, in units of the standardized image (large enough for bfloat16)
 RIDGE = 1e-3  # pull toward (1, 0), relative to each ring power: a near-linear network makes F ~ Y
 TILT_SECTORS = 10  # calibrate_halves of volumes: angular bins about the tilt axis (chosen on seed 7)
+# calibrate_halves takes larger images in blocks of BLOCK_PIXELS pixels (four float64 spectra
+# each) with HALO pixels of context each side.
+BLOCK_PIXELS = 2**23
+HALO = 16
 
 
 def white_noise_power(y, outer=OUTER):
@@ -105,14 +113,14 @@ def _weights(Y, F, F_probe, D, ring, weight, nyquist, eps, sigma2, smooth):
     # truncated normal keeps a weight on the input as large as the error allows (measured in
     # docs/benchmarks.md, calibration fixes).
     with np.errstate(divide="ignore", invalid="ignore"):
-        s_y = nonnegative_mean(p_yy - sigma2, p_yy / np.sqrt(_independent(ring, smooth)))
+        s_y = nonnegative_mean(p_yy - sigma2, p_yy / np.sqrt(_independent(np.bincount(ring.ravel()), smooth)))
     return _solve(p_ff, p_yy, p_yf, s_f, s_y)
 
 
-def _independent(ring, smooth, counted=None):
-    """The number of independent coefficients in each smoothed ring sum (of those `counted`)."""
-    counted = None if counted is None else counted.ravel()
-    coefficients = np.bincount(ring.ravel(), counted, minlength=ring.max() + 1).astype(np.float64)
+def _independent(coefficients, smooth):
+    """The number of independent coefficients in each smoothed ring sum, from the number of
+    coefficients in each ring."""
+    coefficients = np.asarray(coefficients, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):  # rings without a counted coefficient
         return _smooth(coefficients, smooth) ** 2 / _smooth(coefficients, smooth, power=2)
 
@@ -136,26 +144,39 @@ def _solve(p_ff, p_yy, p_yf, s_f, s_y):
     return a, b
 
 
-def _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight, smooth):
-    """The per-ring weights (a, b) of a F + b Y from the orthonormal spectra of two halves
-    (independent noise) and of their predictions, F and Y the means of the predictions and of
-    the halves. Ring 0 (the mean) keeps (1, 0)."""
-    bins = ring.max() + 1
-    count = _smooth(np.bincount(ring.ravel(), weight.ravel(), minlength=bins), smooth)
+# The per-ring sums the halves' weights are solved from, in this order; they add over blocks.
+_HALVES_SUMS = ("count", "ff", "yy", "yf", "sf", "cross", "aa", "bb", "coefficients")
 
-    def ring_mean(values):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return _smooth(np.bincount(ring.ravel(), (weight * values).ravel(), minlength=bins), smooth) / count
+
+def _halves_sums(Y_a, Y_b, F_a, F_b, bins, weight, count):
+    """(len(_HALVES_SUMS), count) sums over each of `count` bins (`bins` of every coefficient)
+    of the orthonormal spectra of two halves and of their predictions (F, Y the means of the
+    predictions and of the halves), each coefficient counted with its `weight`."""
+    bins, weight = bins.ravel(), np.broadcast_to(weight, bins.shape).ravel()
+
+    def bin_sum(values):
+        return np.bincount(bins, weight * np.ravel(values), minlength=count)
 
     Y, F = (Y_a + Y_b) / 2, (F_a + F_b) / 2
-    p_ff, p_yy, p_yf = ring_mean(np.abs(F) ** 2), ring_mean(np.abs(Y) ** 2), ring_mean((Y * np.conj(F)).real)
-    s_f = ring_mean((F_a * np.conj(Y_b) + F_b * np.conj(Y_a)).real) / 2
-    cross = ring_mean((Y_a * np.conj(Y_b)).real)
-    # The cross product's error: |Y_a| |Y_b| over the independent coefficients of the ring sum.
-    error = np.sqrt(ring_mean(np.abs(Y_a) ** 2) * ring_mean(np.abs(Y_b) ** 2) / _independent(ring, smooth, weight > 0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s_y = nonnegative_mean(cross, error)
-    return _solve(p_ff, p_yy, p_yf, s_f, s_y)
+    return np.stack([
+        np.bincount(bins, weight, minlength=count), bin_sum(np.abs(F) ** 2), bin_sum(np.abs(Y) ** 2),
+        bin_sum((Y * np.conj(F)).real), bin_sum((F_a * np.conj(Y_b) + F_b * np.conj(Y_a)).real / 2),
+        bin_sum((Y_a * np.conj(Y_b)).real), bin_sum(np.abs(Y_a) ** 2), bin_sum(np.abs(Y_b) ** 2),
+        np.bincount(bins, minlength=count)])
+
+
+def _solve_halves(sums, smooth):
+    """The per-ring weights (a, b) of a F + b Y from `_halves_sums`. Ring 0 (the mean) keeps
+    (1, 0). E[S conj F] is the mean of E[F_a conj Y_b] and E[F_b conj Y_a], E|S|^2 is
+    E[Y_a conj Y_b]."""
+    named = dict(zip(_HALVES_SUMS, sums))
+    count = _smooth(named["count"], smooth)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = {name: _smooth(named[name], smooth) / count for name in _HALVES_SUMS[1:-1]}
+        # The cross product's error: |Y_a| |Y_b| over the independent coefficients of the ring sum.
+        error = np.sqrt(mean["aa"] * mean["bb"] / _independent(named["coefficients"], smooth))
+        s_y = nonnegative_mean(mean["cross"], error)
+    return _solve(mean["ff"], mean["yy"], mean["yf"], mean["sf"], s_y)
 
 
 def tilt_sectors(shape, sectors):
@@ -172,21 +193,93 @@ def tilt_sectors(shape, sectors):
     return np.broadcast_to(sector, (shape[0], shape[1], shape[2] // 2 + 1))
 
 
+@dataclasses.dataclass(frozen=True)
+class HalvesWeights:
+    """The fitted weights of a F + b Y, each (sectors, rings): ring k stands for the frequency
+    radius k / side cycles/pixel, so they apply to any block of the image."""
+
+    a: np.ndarray
+    b: np.ndarray
+    side: int
+
+    def mix(self, F, Y, shape):
+        """a F + b Y for the rfftn spectra F, Y of a real array of `shape`, each coefficient
+        with the weights of its ring (the outermost fitted one beyond it) and sector."""
+        ring, sector = _rings(shape, self.side, self.a.shape[0])
+        ring = np.minimum(ring, self.a.shape[1] - 1)
+        return self.a[sector, ring] * F + self.b[sector, ring] * Y
+
+
+def _rings(shape, side, sectors):
+    """Ring (frequency radius times `side`, rounded) and tilt sector of every coefficient of
+    rfftn of a real array of `shape`."""
+    ring = np.floor(fourier_radius(shape) * side + 0.5).astype(np.int64)
+    return ring, (tilt_sectors(shape, sectors) if sectors > 1 else np.zeros(ring.shape, np.int64))
+
+
+def _blocks(shape, max_pixels, halo):
+    """(core, indices) of blocks that cover `shape`: `core` the slices a block writes, `indices`
+    per axis the positions it reads (wrapped at the ends): an axis longer than a block's side
+    is cut into nearly equal pieces with `halo` more each side. An image of at most max_pixels
+    pixels is one block without halo."""
+    if np.prod(shape) <= max_pixels:
+        return [(tuple(slice(0, n) for n in shape), [np.arange(n) for n in shape])]
+    side = int(max_pixels ** (1 / len(shape)) + 1e-9)
+    per_axis = []
+    for n in shape:
+        pieces = 1 if n <= side else -(-n // max(1, side - 2 * halo))
+        ends = np.linspace(0, n, pieces + 1).round().astype(int).tolist()
+        extra = 0 if pieces == 1 else halo
+        per_axis.append([(slice(lo, hi), np.arange(lo - extra, hi + extra) % n) for lo, hi in zip(ends, ends[1:])])
+    return [(tuple(core for core, _ in pieces), [index for _, index in pieces])
+            for pieces in itertools.product(*per_axis)]
+
+
 def calibrate_halves(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS, sectors=1):
     """The mean prediction of two halves calibrated ring by ring against the mean half
     (see the module docstring): float32, the shape of y_a, one channel without channel axis.
-    sectors > 1 (volumes) fits the weights apart in each `tilt_sectors` bin of every shell."""
+    sectors > 1 (volumes) fits the weights apart in each `tilt_sectors` bin of every shell.
+
+    Memory stays bounded at any size: an image of more than BLOCK_PIXELS pixels is taken in
+    blocks with HALO pixels of context each side (wrapped at the image's edges, as a
+    whole-image FFT wraps them). The ring sums of all blocks give the weights (Welch's
+    averaged spectra), and each block is then mixed with them: the weights are smooth in
+    frequency, so the mix is a short filter and the blocks agree with a whole-image mix."""
     shape = np.shape(y_a)
-    ring, weight = fourier_rings(shape)
-    Y_a, Y_b, F_a, F_b = (np.fft.rfftn(np.asarray(x, np.float64), norm="ortho") for x in (y_a, y_b, f_a, f_b))
-    F, Y = (F_a + F_b) / 2, (Y_a + Y_b) / 2
-    sector = tilt_sectors(shape, sectors) if sectors > 1 else np.zeros(ring.shape, np.int64)
-    mixed = np.empty_like(F)
-    for s in range(sectors):
-        inside = sector == s
-        a, b = _halves_weights(Y_a, Y_b, F_a, F_b, ring, weight * inside, smooth)
-        mixed[inside] = a[ring[inside]] * F[inside] + b[ring[inside]] * Y[inside]
-    return np.fft.irfftn(mixed, s=shape, axes=tuple(range(len(shape))), norm="ortho").astype(np.float32)
+    blocks = _blocks(shape, BLOCK_PIXELS, HALO)
+    side = min(len(index) for _, indices in blocks for index in indices)
+    # The same smoothing in cycles/pixel as one whole-image fit would have: the blocks'
+    # averaged sums are no noisier per ring than the whole image's, only coarser.
+    smooth = smooth * side / min(shape)
+    rings = int(0.5 * np.sqrt(len(shape)) * side + 0.5) + 1  # every frequency is at most 1/2 per axis
+
+    def spectra(indices):
+        where = np.ix_(*indices)
+        return [scipy.fft.rfftn(np.asarray(x[where], np.float32), norm="ortho", workers=-1)
+                for x in (y_a, y_b, f_a, f_b)]
+
+    sums = 0
+    for _, indices in blocks:
+        block_shape = tuple(map(len, indices))
+        ring, sector = _rings(block_shape, side, sectors)
+        last = spectra(indices)
+        sums = sums + _halves_sums(*last, sector * rings + ring, fourier_rings(block_shape)[1], sectors * rings)
+    sums = sums.reshape(len(_HALVES_SUMS), sectors, rings)
+    sums = sums[..., : np.flatnonzero(sums[0].sum(axis=0))[-1] + 1]  # up to the outermost ring held
+    fitted = [_solve_halves(sums[:, s], smooth) for s in range(sectors)]
+    weights = HalvesWeights(np.array([a for a, _ in fitted]), np.array([b for _, b in fitted]), side)
+
+    out = np.empty(shape, np.float32)
+    for core, indices in blocks:
+        Y_a, Y_b, F_a, F_b = last if len(blocks) == 1 else spectra(indices)
+        block_shape = tuple(map(len, indices))
+        mixed = scipy.fft.irfftn(weights.mix((F_a + F_b) / 2, (Y_a + Y_b) / 2, block_shape), s=block_shape,
+                                 norm="ortho", workers=-1)
+        # The core sits in the middle of each axis it was cut from (after its halo), and fills
+        # the others.
+        offsets = [(len(index) - (c.stop - c.start)) // 2 for c, index in zip(core, indices)]
+        out[core] = mixed[tuple(slice(o, o + c.stop - c.start) for o, c in zip(offsets, core))]
+    return out
 
 
 def calibrate(predict, image, eps=EPS, smooth=SMOOTH_RINGS, seed=0):

@@ -63,6 +63,13 @@ def pearson_cc(a, b) -> float:
     return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
+def fourier_radius(shape):
+    """The frequency radius (cycles/pixel) of every coefficient of `np.fft.rfftn` of a real
+    array of `shape`."""
+    axes = [np.fft.fftfreq(size) for size in shape[:-1]] + [np.fft.rfftfreq(shape[-1])]
+    return np.sqrt(sum(f**2 for f in np.meshgrid(*axes, indexing="ij", sparse=True)))
+
+
 def fourier_rings(shape):
     """Ring (2D) or shell (3D) index and weight of every coefficient of `np.fft.rfftn` of a
     real array of `shape`.
@@ -71,9 +78,7 @@ def fourier_rings(shape):
     side: 0 .. N // 2 up to Nyquist, larger in the corners beyond it. weight is 2 for a
     coefficient that also stands for its mirror image in the half-spectrum rfftn keeps, else 1.
     """
-    axes = [np.fft.fftfreq(size) for size in shape[:-1]] + [np.fft.rfftfreq(shape[-1])]
-    radius = np.sqrt(sum(f**2 for f in np.meshgrid(*axes, indexing="ij", sparse=True)))
-    ring = np.floor(radius * min(shape) + 0.5).astype(np.int64)
+    ring = np.floor(fourier_radius(shape) * min(shape) + 0.5).astype(np.int64)
     # Every column but the zero-frequency one (and the Nyquist one, for an even last side)
     # stands for itself and its mirror image.
     weight = np.full(shape[-1] // 2 + 1, 2.0)

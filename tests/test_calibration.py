@@ -101,15 +101,20 @@ def test_calibration_of_each_channel_and_of_volumes():
     assert not np.allclose(out, predict(image), atol=1e-3)  # the shells were re-weighted
 
 
-def test_halves_calibration_needs_no_noise_model():
-    # Correlated noise (white noise blurred), independent between the halves: the weights from
-    # the halves' cross products do almost as well as the oracle's (the same normal equations
-    # with the clean image), and beat both the mean prediction and the mean half.
+def _correlated_halves():
+    """A clean image, two halves with correlated noise (white noise blurred, independent
+    between the halves) and a denoiser's predictions of each."""
     rng = np.random.default_rng(4)
     clean = ndimage.gaussian_filter(rng.normal(size=(256, 256)), 1.5, mode="wrap")
     clean /= clean.std()
     halves = [clean + ndimage.gaussian_filter(rng.normal(0, 2.0, clean.shape), 0.8, mode="wrap") for _ in "ab"]
-    predictions = [neighbour_mean(h[..., None])[..., 0] for h in halves]
+    return clean, halves, [neighbour_mean(h[..., None])[..., 0] for h in halves]
+
+
+def test_halves_calibration_needs_no_noise_model():
+    # The weights from the halves' cross products do almost as well as the oracle's (the same
+    # normal equations with the clean image), and beat both the mean prediction and the mean half.
+    clean, halves, predictions = _correlated_halves()
     ring, weight = fourier_rings(clean.shape)
     S, Y, F = (np.fft.rfftn(x, norm="ortho") for x in (clean, sum(halves) / 2, sum(predictions) / 2))
 
@@ -134,9 +139,39 @@ def test_halves_calibration_needs_no_noise_model():
     assert mse(out) < min(mse(sum(halves) / 2), mse(sum(predictions) / 2))
 
 
-def test_combine_halves_per_channel_and_the_size_limit(monkeypatch):
-    import pytest
+def test_halves_calibration_in_blocks(monkeypatch):
+    # The same image in blocks of 64 x 64 (cores of 32) instead of whole: the ring sums averaged
+    # over the blocks and the mix block by block do as well as one whole-image fit and mix.
+    clean, halves, predictions = _correlated_halves()
+    whole = calibration.calibrate_halves(*halves, *predictions)
+    monkeypatch.setattr(calibration, "BLOCK_PIXELS", 64 * 64)
+    assert len(calibration._blocks(clean.shape, calibration.BLOCK_PIXELS, calibration.HALO)) == 64
+    out = calibration.calibrate_halves(*halves, *predictions)
+    assert out.dtype == np.float32 and out.shape == clean.shape
 
+    def mse(x):
+        return np.mean((x - clean) ** 2)
+
+    assert mse(out) < 1.05 * mse(whole)
+    assert mse(out) < min(mse(sum(halves) / 2), mse(sum(predictions) / 2))
+
+
+def test_blocks_cover_every_pixel_once_and_read_their_halo():
+    shape = (10, 7)
+    blocks = calibration._blocks(shape, 16, 1)  # a side of 4: cores of about 2, a halo of 1
+    assert [core for core, _ in blocks][:4] == [(slice(0, 2), s) for s in
+                                               (slice(0, 2), slice(2, 4), slice(4, 5), slice(5, 7))]
+    covered = np.zeros(shape, int)
+    for core, indices in blocks:
+        covered[core] += 1
+        for c, index, n in zip(core, indices, shape):
+            np.testing.assert_array_equal(index, np.arange(c.start - 1, c.stop + 1) % n)  # wrapped
+    assert (covered == 1).all()
+    (core, indices), = calibration._blocks((4, 4), 16, 1)  # one block, no halo
+    assert core == (slice(0, 4), slice(0, 4)) and [list(i) for i in indices] == [[0, 1, 2, 3]] * 2
+
+
+def test_combine_halves_per_channel_and_plain():
     from n2s_tf import api
 
     rng = np.random.default_rng(5)
@@ -147,9 +182,7 @@ def test_combine_halves_per_channel_and_the_size_limit(monkeypatch):
     for c in range(2):
         np.testing.assert_allclose(out[..., c], calibration.calibrate_halves(a[..., c], b[..., c], fa[..., c],
                                                                              fb[..., c]), atol=1e-6)
-    monkeypatch.setattr(api, "HALVES_CALIBRATION_MAX_PIXELS", 100)
-    with pytest.warns(api.HalvesNotCalibratedWarning):
-        plain = api.combine_halves(a, b, fa.copy(), fb, ndim=2)
+    plain = api.combine_halves(a, b, fa.copy(), fb, ndim=2, calibrate=False)
     np.testing.assert_allclose(plain, (fa + fb) / 2, atol=1e-6)
 
 
@@ -162,7 +195,7 @@ def test_tilt_sectors_by_hand():
     assert sector[0, 0, 0] == 0  # the mean
 
 
-def test_tilt_sectors_learn_a_missing_wedge_from_the_halves():
+def test_tilt_sectors_learn_a_missing_wedge_from_the_halves(monkeypatch):
     # Halves whose data lack a wedge about Y (as a tilt series to +-60 degrees does); a predictor
     # that fills the wedge with power of its own. Per-sector weights find from the halves alone
     # that the wedge holds no signal; one weight per shell cannot.
@@ -191,3 +224,7 @@ def test_tilt_sectors_learn_a_missing_wedge_from_the_halves():
     one = calibration.calibrate_halves(*halves, *predictions, sectors=1)
     many = calibration.calibrate_halves(*halves, *predictions, sectors=8)
     assert mse(many) < 0.8 * mse(one)
+    monkeypatch.setattr(calibration, "BLOCK_PIXELS", 24**3)  # in 8 blocks of 24^3, cores of 16^3
+    monkeypatch.setattr(calibration, "HALO", 4)
+    assert len(calibration._blocks(shape, 24**3, 4)) == 8
+    assert mse(calibration.calibrate_halves(*halves, *predictions, sectors=8)) < 0.8 * mse(one)

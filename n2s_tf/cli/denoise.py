@@ -141,23 +141,15 @@ def _compute(job, images, model):
 
 def _combine_halves(image, other, denoised, denoised_other, model):
     """api.combine_halves of two io.Images and their outputs (a stack plane by plane)."""
-    import warnings
-
     import numpy as np
 
     from n2s_tf import api
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", api.HalvesNotCalibratedWarning)
-        if image.kind == "stack":
-            combined = np.stack([api.combine_halves(*planes, ndim=model.ndim, calibrate=FLAGS.calibrate_halves)
-                                 for planes in zip(image.data, other.data, denoised, denoised_other)])
-        else:
-            combined = api.combine_halves(image.data, other.data, denoised, denoised_other, ndim=model.ndim,
-                                          calibrate=FLAGS.calibrate_halves)
-    for warning in caught:
-        print(f"note: {image.source}: {warning.message}", file=sys.stderr)
-    return combined
+    if image.kind == "stack":
+        return np.stack([api.combine_halves(*planes, ndim=model.ndim, calibrate=FLAGS.calibrate_halves)
+                         for planes in zip(image.data, other.data, denoised, denoised_other)])
+    return api.combine_halves(image.data, other.data, denoised, denoised_other, ndim=model.ndim,
+                              calibrate=FLAGS.calibrate_halves)
 
 
 def _write(job, result):
