@@ -16,7 +16,6 @@ weaves, tiled motifs, occluded, half of them blended into a crop of a natural tr
 256 x 256, from a fixed seed: the periodic detail natural photographs rarely hold.
 """
 
-import gzip
 import os
 import sys
 
@@ -43,34 +42,18 @@ FLAGS = flags.FLAGS
 
 def training_images():
     """{name: (H, W) float32 on the 0-255 scale}."""
-    import matplotlib
-    import matplotlib.image
-    import pywt.data
-    import skimage.color
-    import skimage.data
     import skimage.transform
 
-    from n2s_tf.data import skimage_gray
+    from n2s_tf.data import sample_image
 
-    images = {}
-    for name in SKIMAGE:
-        image = skimage_gray(name)
-        if image.max() <= 1.0:  # binary and [0, 1] images (horse, the phantom)
-            image = image * 255.0
-        images[name] = image
+    images = {name: sample_image(name).astype(np.float64) for name in SKIMAGE}
     images["retina"] = skimage.transform.rescale(images["retina"], 0.5, anti_aliasing=True)
-    left = skimage.data.stereo_motorcycle()[0]  # the right view is nearly the same picture
-    images["motorcycle"] = skimage.color.rgb2gray(left) * 255.0
+    images["motorcycle"] = sample_image("motorcycle")  # the right view is nearly the same picture
     for name in PYWAVELETS:
-        images[name] = getattr(pywt.data, name)().astype(np.float64)
-    samples = os.path.join(matplotlib.get_data_path(), "sample_data")
-    with gzip.open(os.path.join(samples, "s1045.ima.gz")) as f:
-        mri = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float64)
-    images["mri"] = mri * (255.0 / mri.max())
+        images[name] = sample_image(f"pywt:{name}")
+    images["mri"] = sample_image("matplotlib:s1045.ima.gz")
     for file in MATPLOTLIB:
-        rgb = matplotlib.image.imread(os.path.join(samples, file))
-        rgb = rgb[..., :3].astype(np.float64) / (255.0 if rgb.max() > 1 else 1.0)
-        images[file.split(".")[0]] = skimage.color.rgb2gray(rgb) * 255.0
+        images[file.split(".")[0]] = sample_image(f"matplotlib:{file}")
     for name, image in list(images.items()):
         if min(image.shape) >= 400:
             images[f"{name}_half"] = skimage.transform.rescale(image, 0.5, anti_aliasing=True)

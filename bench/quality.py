@@ -2,12 +2,14 @@
 
     python bench/quality.py --steps=2000 --out=runs/quality
     python bench/quality.py --images=textures --sigma=50 --methods=nlm,bm3d,general   # texture row
+    python bench/quality.py --images=demo_outside --methods=bm3d,general --general_model=runs/n2s/export/denoiser
 
 Eight grayscale images that ship with scikit-image (central 256x256 crops) get Gaussian
 noise of sigma 25 on the 0-255 scale (fixed seeds, no clipping); --images=textures scores the
 periodic and textured ones instead (brick, and gravel, which the general model's training set
-holds out), --sigma another noise level. Every method sees the
-noisy images only:
+holds out), --images=demo_outside five natural images from PyWavelets, matplotlib and
+scikit-image outside the built-in demo set (for the model `python train.py` makes on the demo),
+--sigma another noise level. Every method sees the noisy images only:
 - classical: Gaussian filter, non-local means and BM3D (both told the true sigma);
 - n2s_tf's N2S, N2SP and N2V, each trained self-supervised on the eight noisy images
   with the same step budget, batch and patch size;
@@ -37,6 +39,10 @@ from n2s_tf.errors import ConfigError  # noqa: E402
 
 IMAGES = ("camera", "astronaut", "coins", "chelsea", "coffee", "rocket", "moon", "brick")
 TEXTURES = ("brick", "gravel")
+# Natural images outside the built-in demo set (its training and held-out images), for what
+# the demo's own model does elsewhere; the general model trains on these, so not for it.
+DEMO_OUTSIDE = ("pywt:ascent", "pywt:aero", "matplotlib:grace_hopper.jpg", "motorcycle", "matplotlib:s1045.ima.gz")
+IMAGE_SETS = {"default": IMAGES, "textures": TEXTURES, "demo_outside": DEMO_OUTSIDE}
 CROP = 256
 SEED = 2026
 TRAINED = ("n2s", "n2sp", "n2v")
@@ -58,34 +64,36 @@ flags.DEFINE_integer("adapt_steps", 200, "general_adapt: self-supervised fine-tu
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
 flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
-flags.DEFINE_string("images", "default", "comma-separated scikit-image names, or 'default' (the eight) or "
-                    "'textures' (brick, gravel)")
+flags.DEFINE_string("images", "default", "comma-separated image names (n2s_tf.data.sample_image), or "
+                    "'default' (the eight), 'textures' (brick, gravel) or 'demo_outside' (natural images "
+                    "outside the demo set)")
 flags.DEFINE_float("sigma", 25.0, "Gaussian noise std on the 0-255 scale")
 flags.DEFINE_string("out", "runs/quality", "folder for tables, panels and the training runs")
 FLAGS = flags.FLAGS
 
 
 def image_names():
-    """The --images list: names of scikit-image's bundled images."""
-    names = {"default": IMAGES, "textures": TEXTURES}.get(FLAGS.images) or tuple(FLAGS.images.split(","))
+    """The --images list: names of bundled sample images (n2s_tf.data.sample_image)."""
+    names = IMAGE_SETS.get(FLAGS.images) or tuple(FLAGS.images.split(","))
     if not all(names):
-        raise ConfigError(f"--images={FLAGS.images!r}: give names separated by commas, 'default' or 'textures'")
+        raise ConfigError(f"--images={FLAGS.images!r}: give names separated by commas or one of "
+                          f"{', '.join(IMAGE_SETS)}")
     return names
 
 
 def benchmark_images():
     """[(name, noisy, clean)]: central crops, --sigma noise from a fixed seed per image and sigma
     (sigma 25 keeps the seeds of the original eight-image table)."""
-    from n2s_tf.data import skimage_gray
+    from n2s_tf.data import sample_image
 
     triples = []
     for name in image_names():
         # The eight keep their seeds; any other image gets one from its name.
         index = IMAGES.index(name) if name in IMAGES else sum(map(ord, name))
         try:
-            image = skimage_gray(name)
+            image = sample_image(name)
         except (AttributeError, ValueError, OSError) as error:
-            raise ConfigError(f"--images: cannot load scikit-image's {name!r} ({error})") from None
+            raise ConfigError(f"--images: cannot load the sample image {name!r} ({error})") from None
         top, left = (image.shape[0] - CROP) // 2, (image.shape[1] - CROP) // 2
         clean = image[top:top + CROP, left:left + CROP]
         seed = [SEED, index] if FLAGS.sigma == 25 else [SEED, index, int(round(FLAGS.sigma * 100))]
@@ -153,8 +161,8 @@ def run_careamics(triples, work):
 
     inputs, outputs = [], []
     for name, _noisy, _ in triples:
-        inputs.append(os.path.join(work, f"{name}.npy"))
-        outputs.append(os.path.join(work, f"{name}_careamics.npy"))
+        inputs.append(os.path.join(work, f"{name.replace(':', '_')}.npy"))
+        outputs.append(os.path.join(work, f"{name.replace(':', '_')}_careamics.npy"))
     result = peers.run_peer("careamics_n2v", inputs=",".join(inputs), outputs=",".join(outputs),
                             steps=FLAGS.steps, batch_size=FLAGS.batch_size, patch_size=FLAGS.patch_size,
                             result=os.path.join(work, "careamics.json"))
@@ -176,7 +184,7 @@ def main(argv):
     denoisers, train_seconds = [], {}
     with tempfile.TemporaryDirectory(prefix="quality_") as work:
         for name, noisy, _ in triples:
-            np.save(os.path.join(work, f"{name}.npy"), noisy)
+            np.save(os.path.join(work, f"{name.replace(':', '_')}.npy"), noisy)
         for method in methods:
             if method in CLASSICAL:
                 denoisers.append(classical_denoiser(method))
@@ -202,7 +210,7 @@ def main(argv):
     for row in rows:
         row["wall_seconds"] = row["seconds"] + train_seconds.get(row["method"], 0.0) / len(triples)
     names = [name for name, _, _ in triples]
-    print(f"\n{len(triples)} scikit-image images ({', '.join(names)}), central {CROP}x{CROP}, "
+    print(f"\n{len(triples)} images ({', '.join(names)}), central {CROP}x{CROP}, "
           f"Gaussian noise sigma {FLAGS.sigma:g} (0-255, unclipped); trained methods: {FLAGS.steps} steps, "
           f"batch {FLAGS.batch_size}, {FLAGS.patch_size}x{FLAGS.patch_size} patches")
     print(format_quality_table(rows, names))
@@ -219,7 +227,7 @@ def main(argv):
 def format_quality_table(rows, names):
     """Methods down, images across: PSNR per image, mean PSNR, mean SSIM, wall seconds."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    short = [n[:8] for n in names]
+    short = [n.rpartition(":")[2].split(".")[0][:8] for n in names]
     lines = [f"{'method':16s} " + " ".join(f"{n:>8s}" for n in short) +
              f" {'PSNR':>7s} {'SSIM':>6s} {'wall s':>7s}"]
     for method in methods:

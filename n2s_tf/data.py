@@ -113,14 +113,46 @@ def repair_nonfinite(image: np.ndarray, fallback=0.0) -> int:
     return repaired
 
 
-def skimage_gray(name: str) -> np.ndarray:
-    """A scikit-image sample image by name, in grayscale on the 0-255 scale, float32 (H, W)."""
+def sample_image(name: str) -> np.ndarray:
+    """A grayscale sample image that ships with a dependency (no download), float32 (H, W) on
+    the 0-255 scale, by name: scikit-image's by its function name ("camera"; "motorcycle" is
+    the left view of stereo_motorcycle), PyWavelets' as "pywt:ascent", matplotlib's sample data
+    as "matplotlib:grace_hopper.jpg" (and its MRI slice, "matplotlib:s1045.ima.gz").
+    Binary and [0, 1] images are scaled to 0-255."""
     import skimage.color
-    import skimage.data
 
-    image = getattr(skimage.data, name)()
-    if image.ndim == 3:
-        image = skimage.color.rgb2gray(image[..., :3]) * 255.0
+    source, _, item = name.rpartition(":")
+    if source == "pywt":
+        import pywt.data
+
+        image = getattr(pywt.data, item)().astype(np.float64)
+    elif source == "matplotlib":
+        import gzip
+        import os
+
+        import matplotlib
+        import matplotlib.image
+
+        path = os.path.join(matplotlib.get_data_path(), "sample_data", item)
+        if item == "s1045.ima.gz":
+            with gzip.open(path) as f:
+                image = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float64)
+        else:
+            image = matplotlib.image.imread(path)
+    elif source == "":
+        import skimage.data
+
+        image = skimage.data.stereo_motorcycle()[0] if item == "motorcycle" else getattr(skimage.data, item)()
+    else:
+        raise ValueError(f"unknown source {source!r}")
+    image = np.asarray(image, np.float64)
+    if image.ndim == 3:  # RGB(A) on 0-255 or 0-1: its luminance on 0-1
+        rgb = image[..., :3]
+        image = skimage.color.rgb2gray(rgb / 255.0 if rgb.max() > 1 else rgb)
+    if image.max() <= 1.0:  # luminance, binary and [0, 1] images
+        image = image * 255.0
+    elif item == "s1045.ima.gz":  # 16-bit counts
+        image = image * (255.0 / image.max())
     return image.astype(np.float32)
 
 
@@ -132,7 +164,7 @@ def demo_images(split: str = "heldout"):
     names = {"train": DEMO_TRAIN, "heldout": DEMO_HELDOUT}[split]
     pairs = []
     for index, name in enumerate(names):
-        clean = skimage_gray(name)[..., None]
+        clean = sample_image(name)[..., None]
         rng = np.random.default_rng([DEMO_SEED, index, split == "heldout"])
         noisy = clean + rng.normal(0.0, DEMO_SIGMA, clean.shape).astype(np.float32)
         pairs.append((noisy, clean))
@@ -185,12 +217,13 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
     forever.
 
     Images are drawn in proportion to their number of pixels. `swap_pairs` swaps
-    input and target at random (Noise2Noise halves are interchangeable). `noise` (low, high)
-    makes each (x, y) from a clean patch (see add_synthetic_noise). Every image must hold a
+    input and target at random (Noise2Noise halves are interchangeable). `noise` (low, high),
+    or one such pair per image, makes each (x, y) from a clean patch (see add_synthetic_noise). Every image must hold a
     patch: `patch_dataset` checks that (check_patch_fits) before the stream starts.
     """
     weights = np.array([image.size for image in inputs], dtype=np.float64)
     weights /= weights.sum()
+    per_image = bool(noise) and np.ndim(noise) == 2
     step = start_step
     while True:
         rng = np.random.default_rng([seed, worker, step])
@@ -202,7 +235,7 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
             if swap_pairs and rng.integers(0, 2):
                 patches.reverse()
             if noise:
-                patches = list(add_synthetic_noise(rng, patches[0], noise))
+                patches = list(add_synthetic_noise(rng, patches[0], noise[i] if per_image else noise))
             xs.append(patches[0])
             if len(patches) > 1:
                 ys.append(patches[1])
@@ -231,11 +264,13 @@ def patch_dataset(inputs, targets=None, *, patch_size, batch_size, noise=(), **k
 
 
 def load_training_data(config):
-    """Standardized training inputs, targets (or None) and validation pairs for `config`.
+    """Standardized training inputs, targets (or None), validation pairs, and the noise the
+    batches add (the `noise` of patch_batches: () for none).
 
     Validation pairs are (noisy, clean) in original units; they come from the demo
-    set's held-out images, or from --clean (same file names as --data). With --noise the
-    inputs are the clean images and there are no targets: batches add the noise.
+    set's held-out images, or from --clean (same file names as --data). With --noise, or the
+    demo set's fresh noise, the inputs are the clean images and there are no targets: batches
+    add the noise.
     """
     from n2s_tf import io
 
@@ -243,13 +278,18 @@ def load_training_data(config):
         train = demo_images("train")
         if config.method.target == "noisy":
             raise ConfigError("--model=n2n needs --data and --target (two noisy halves); the demo set has one")
-        inputs, targets = [], [] if config.method.target and not config.noise else None
+        if config.noise or config.demo_noise == "fresh":
+            inputs = [standardize(clean)[0] for _, clean in train]
+            # The demo's sigma as a fraction of each image's std, the same for every patch.
+            noise = config.noise or [(DEMO_SIGMA / clean.std(),) * 2 for _, clean in train]
+            return inputs, None, demo_images("heldout"), noise
+        inputs, targets = [], [] if config.method.target else None
         for noisy, clean in train:
-            x, stats = standardize(clean if config.noise else noisy)
+            x, stats = standardize(noisy)
             inputs.append(x)
             if targets is not None:
                 targets.append(standardize(clean, stats)[0])
-        return inputs, targets, demo_images("heldout")
+        return inputs, targets, demo_images("heldout"), ()
 
     if config.target:
         pairs = io.paired_files(config.data, config.target)
@@ -274,7 +314,7 @@ def load_training_data(config):
             for image in (noisy, clean):
                 check_finite(image.data, image.source)
             validation.append((noisy.data, clean.data))
-    return inputs, targets, validation
+    return inputs, targets, validation, config.noise
 
 
 def _training_images(image, config) -> list:

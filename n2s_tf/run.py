@@ -198,7 +198,7 @@ def _train(config, strategy, chief, export):
     chief_checkpoints = os.path.join(model_dir, "checkpoints")
     _check_run_dir(config, chief)
 
-    inputs, targets, validation = data_lib.load_training_data(config)
+    inputs, targets, validation, noise = data_lib.load_training_data(config)
     channels = inputs[0].shape[-1]
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -242,7 +242,9 @@ def _train(config, strategy, chief, export):
     dataset = data_lib.patch_dataset(
         inputs, targets, patch_size=config.patch_size, batch_size=config.batch_size,
         seed=config.seed, worker=distribute.worker_index(strategy), start_step=start,
-        augment=config.augment, swap_pairs=config.method.target == "noisy", noise=config.noise)
+        augment=config.augment, swap_pairs=config.method.target == "noisy", noise=noise)
+    if noise and not config.method.target:  # a self-supervised method sees the noisy patch alone
+        dataset = dataset.map(lambda noisy, clean: noisy)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if chief else None
     monitor = _RunMonitor(config, manager, writer, validation, chief)
     if start < config.steps:

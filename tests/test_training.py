@@ -90,6 +90,43 @@ def test_synthetic_noise_levels_span_the_range_log_uniformly():
     assert abs(np.median(logs)) < 0.15  # log-uniform: the median of r is sqrt(low * high) = 1
 
 
+def test_demo_fresh_noise_feeds_clean_images_with_each_images_sigma(tmp_path):
+    fixed = TrainConfig(steps=1).validate()
+    fresh = TrainConfig(steps=1, demo_noise="fresh").validate()
+    noisy_inputs, _, _, none = data_lib.load_training_data(fixed)
+    clean_inputs, targets, validation, noise = data_lib.load_training_data(fresh)
+    assert none == () and targets is None and len(validation) == len(data_lib.DEMO_HELDOUT)
+    cleans = [clean for _, clean in data_lib.demo_images("train")]
+    for x, clean, (low, high) in zip(clean_inputs, cleans, noise):
+        np.testing.assert_allclose(x, data_lib.standardize(clean)[0])  # the clean image, standardized
+        assert low == high == pytest.approx(data_lib.DEMO_SIGMA / clean.std())
+    # Every batch draws the noise anew, each image with its own level.
+    batches = data_lib.patch_batches(clean_inputs, patch_size=(32, 32), batch_size=4, noise=noise, augment=False)
+    (x1, _), (x2, _) = next(batches), next(batches)
+    assert not np.allclose(x1, x2)
+    # A self-supervised method trains on it (its batches are the noisy patches alone).
+    result = train(TrainConfig(**dict(TINY, model="n2s", steps=2, checkpoint_every=2, demo_noise="fresh",
+                                      model_dir=str(tmp_path / "run"))).validate())
+    assert np.all(np.isfinite([h["loss"] for h in result["history"] if "loss" in h]))
+
+
+def test_patch_batches_add_each_images_own_noise_level():
+    # Two clean images, +1 and -1 everywhere, with noise levels 0.5 and 2: the target's sign
+    # tells which image a patch came from, and its noise has that image's level.
+    inputs = [np.ones((32, 32, 1), np.float32), -np.ones((32, 32, 1), np.float32)]
+    levels = {1.0: 0.5, -1.0: 2.0}
+    batches = data_lib.patch_batches(inputs, patch_size=(32, 32), batch_size=8, noise=[(0.5, 0.5), (2.0, 2.0)])
+    seen = set()
+    for _ in range(4):
+        for noisy, target in zip(*next(batches)):
+            sign = float(np.sign(target.mean()))
+            r = levels[sign]
+            np.testing.assert_allclose(target, sign / np.sqrt(1 + r * r), rtol=1e-6)
+            assert np.std(noisy - target) == pytest.approx(r / np.sqrt(1 + r * r), rel=0.1)
+            seen.add(sign)
+    assert seen == {1.0, -1.0}
+
+
 def test_n2sp_switches_to_learned_sigma(tmp_path, folders):
     """Before switch_step the loss is Noise2Same's rec + lmbd sqrt(inv); from it on,
     Noise2SamePro's rec + 2 sqrt(rec) sqrt(inv). lmbd = 5 makes the two differ."""
