@@ -15,7 +15,6 @@ from n2s_tf.methods import METHODS, Method
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "float16", "bfloat16")
 WHITEN = ("off", "auto", "on")
-DEMO_NOISE = ("fixed", "fresh")
 
 
 @dataclasses.dataclass
@@ -46,13 +45,10 @@ class TrainConfig:
     # model will then denoise: a blind-spot method on correlated noise (a tomogram, no halves).
     # "auto" whitens the images whose noise n2s_tf.noise finds correlated, as inference does.
     whiten: str = "off"  # off, auto or on
-    # The demo set (no --data): "fixed" trains on one noisy copy of each demo image; "fresh"
-    # draws the demo's noise anew for every patch, as many exposures of the same scenes would
-    # give (the clean images never reach a self-supervised method's loss).
-    demo_noise: str = "fixed"
     model_dir: str = "runs/n2s"
     # An exported model (or training dir) whose weights start the run instead of random ones:
-    # fine-tuning a shipped model on new data; its network must be the one the flags build.
+    # fine-tuning a shipped model on new data; its network must be the one the flags build
+    # (empty network_args take its own).
     init: Optional[str] = None
     checkpoint_every: int = 500
     resume: bool = False
@@ -130,7 +126,6 @@ class TrainConfig:
             raise ConfigError(f"residual=true needs an unmasked method (n2t, n2n), not --model={self.model}: a "
                               f"network that adds its input to its output would pass the masked pixels through")
         _one_of("whiten", self.whiten, WHITEN)
-        _one_of("demo_noise", self.demo_noise, DEMO_NOISE)
         if self.whiten != "off" and (not self.method.masked or self.data is None):
             raise ConfigError(f"--whiten trains a blind-spot method (n2s, n2sp, n2v, n2v2) on --data with correlated "
                               f"noise, not --model={self.model}" + (" on the demo set" if self.data is None else ""))

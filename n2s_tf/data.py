@@ -217,13 +217,12 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
     forever.
 
     Images are drawn in proportion to their number of pixels. `swap_pairs` swaps
-    input and target at random (Noise2Noise halves are interchangeable). `noise` (low, high),
-    or one such pair per image, makes each (x, y) from a clean patch (see add_synthetic_noise). Every image must hold a
+    input and target at random (Noise2Noise halves are interchangeable). `noise` (low, high)
+    makes each (x, y) from a clean patch (see add_synthetic_noise). Every image must hold a
     patch: `patch_dataset` checks that (check_patch_fits) before the stream starts.
     """
     weights = np.array([image.size for image in inputs], dtype=np.float64)
     weights /= weights.sum()
-    per_image = bool(noise) and np.ndim(noise) == 2
     step = start_step
     while True:
         rng = np.random.default_rng([seed, worker, step])
@@ -235,7 +234,7 @@ def patch_batches(inputs, targets=None, *, patch_size, batch_size, seed=0, worke
             if swap_pairs and rng.integers(0, 2):
                 patches.reverse()
             if noise:
-                patches = list(add_synthetic_noise(rng, patches[0], noise[i] if per_image else noise))
+                patches = list(add_synthetic_noise(rng, patches[0], noise))
             xs.append(patches[0])
             if len(patches) > 1:
                 ys.append(patches[1])
@@ -264,13 +263,11 @@ def patch_dataset(inputs, targets=None, *, patch_size, batch_size, noise=(), **k
 
 
 def load_training_data(config):
-    """Standardized training inputs, targets (or None), validation pairs, and the noise the
-    batches add (the `noise` of patch_batches: () for none).
+    """Standardized training inputs, targets (or None) and validation pairs for `config`.
 
     Validation pairs are (noisy, clean) in original units; they come from the demo
-    set's held-out images, or from --clean (same file names as --data). With --noise, or the
-    demo set's fresh noise, the inputs are the clean images and there are no targets: batches
-    add the noise.
+    set's held-out images, or from --clean (same file names as --data). With --noise the
+    inputs are the clean images and there are no targets: batches add the noise.
     """
     from n2s_tf import io
 
@@ -278,18 +275,13 @@ def load_training_data(config):
         train = demo_images("train")
         if config.method.target == "noisy":
             raise ConfigError("--model=n2n needs --data and --target (two noisy halves); the demo set has one")
-        if config.noise or config.demo_noise == "fresh":
-            inputs = [standardize(clean)[0] for _, clean in train]
-            # The demo's sigma as a fraction of each image's std, the same for every patch.
-            noise = config.noise or [(DEMO_SIGMA / clean.std(),) * 2 for _, clean in train]
-            return inputs, None, demo_images("heldout"), noise
-        inputs, targets = [], [] if config.method.target else None
+        inputs, targets = [], [] if config.method.target and not config.noise else None
         for noisy, clean in train:
-            x, stats = standardize(noisy)
+            x, stats = standardize(clean if config.noise else noisy)
             inputs.append(x)
             if targets is not None:
                 targets.append(standardize(clean, stats)[0])
-        return inputs, targets, demo_images("heldout"), ()
+        return inputs, targets, demo_images("heldout")
 
     if config.target:
         pairs = io.paired_files(config.data, config.target)
@@ -314,7 +306,7 @@ def load_training_data(config):
             for image in (noisy, clean):
                 check_finite(image.data, image.source)
             validation.append((noisy.data, clean.data))
-    return inputs, targets, validation, config.noise
+    return inputs, targets, validation
 
 
 def _training_images(image, config) -> list:

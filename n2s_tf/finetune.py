@@ -1,13 +1,29 @@
 """--init: start a run from an exported model's weights (fine-tuning a shipped model).
 
-The flags must build the same network, or the same one with more base filters: then the
-trained filters are copied into the wider network (`networks.widen`).
+Without --network_args the run takes the exported network's options; given, they must build the
+same network, or the same one with more base filters: then the trained filters are copied into
+the wider network (`networks.widen`).
 """
 
 import keras
 
 from n2s_tf.config import TrainConfig
 from n2s_tf.errors import ConfigError
+
+
+def init_network_args(config: TrainConfig) -> dict:
+    """The network options of the --init model, for a run that gives no --network_args: a
+    fine-tuning run continues the network it starts from ({} if it is another kind of network,
+    which `load_initial_weights` then refuses)."""
+    from n2s_tf.export import LoadedModel
+
+    try:
+        trained = LoadedModel(config.init)
+    except FileNotFoundError as error:
+        raise ConfigError(f"--init: {error}") from None
+    if trained.metadata["network"] != config.network:
+        return {}
+    return trained.keras_network().network_args
 
 
 def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:

@@ -10,6 +10,7 @@ complete checkpoint, and a model with non-finite weights is never exported. Resu
 run already at --steps trains nothing and exports only if its export is missing.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -196,9 +197,10 @@ def train(config: TrainConfig, export: bool = True, strategy: Optional[tf.distri
 def _train(config, strategy, chief, export):
     model_dir = config.model_dir
     chief_checkpoints = os.path.join(model_dir, "checkpoints")
+    config = _with_network_options(config)
     _check_run_dir(config, chief)
 
-    inputs, targets, validation, noise = data_lib.load_training_data(config)
+    inputs, targets, validation = data_lib.load_training_data(config)
     channels = inputs[0].shape[-1]
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -242,9 +244,7 @@ def _train(config, strategy, chief, export):
     dataset = data_lib.patch_dataset(
         inputs, targets, patch_size=config.patch_size, batch_size=config.batch_size,
         seed=config.seed, worker=distribute.worker_index(strategy), start_step=start,
-        augment=config.augment, swap_pairs=config.method.target == "noisy", noise=noise)
-    if noise and not config.method.target:  # a self-supervised method sees the noisy patch alone
-        dataset = dataset.map(lambda noisy, clean: noisy)
+        augment=config.augment, swap_pairs=config.method.target == "noisy", noise=config.noise)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if chief else None
     monitor = _RunMonitor(config, manager, writer, validation, chief)
     if start < config.steps:
@@ -308,6 +308,19 @@ def _exported_step(model_dir) -> Optional[int]:
             return int(json.load(f)["steps"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _with_network_options(config):
+    """config with every network option written out, defaults included (those of the --init
+    model where --network_args are not given): the run's config.json and export record them,
+    so a later release that changes a default still resumes, fine-tunes and rebuilds it."""
+
+    if config.init and not config.network_args:
+        from n2s_tf.finetune import init_network_args
+
+        config = dataclasses.replace(config, network_args=init_network_args(config))
+    network = build_denoiser(config, channels=1).network  # the options do not depend on channels
+    return dataclasses.replace(config, network_args=network.network_args)
 
 
 def _check_run_dir(config, chief):

@@ -23,7 +23,7 @@ def tiny_network(ndim, seed=0):
     """The smallest U-Net, with random BatchNorm statistics: its biases make it neither
     offset- nor scale-equivariant, so only the in-graph standardization can make it so."""
     keras.utils.set_random_seed(seed)
-    network = build_network("unet", ndim=ndim, channels=1, depth=1, base_filters=2)
+    network = build_network("unet", ndim=ndim, channels=1, depth=1, base_filters=2, batch_norm=True)
     rng = np.random.default_rng(seed)
     for layer in network.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

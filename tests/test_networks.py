@@ -14,6 +14,7 @@ from n2s_tf.networks.widen import copy_into_wider
 TINY = {
     "resunet": {"base_filters": 4},
     "unet": {"base_filters": 4},
+    "unet_bn": {"base_filters": 4, "batch_norm": True},
     "unet_n2v2": {"base_filters": 4, "n2v2": True},
     "unet_residual": {"base_filters": 4, "residual": True, "batch_norm": False},  # the shipped general model's layout
     "encoder_decoder": {"base_filters": 4, "blocks": 3, "kernel_sizes": [5, 3, 3]},
@@ -21,7 +22,7 @@ TINY = {
 
 
 def tiny(key, ndim, channels):
-    name = key.removesuffix("_n2v2").removesuffix("_residual")
+    name = "unet" if key.startswith("unet") else key
     return build_network(name, ndim=ndim, channels=channels, **TINY[key])
 
 
@@ -170,7 +171,7 @@ def test_inference_form_keeps_the_dtype_policy():
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_widened_network_computes_the_same(key, ndim):
     narrow = trained_looking(tiny(key, ndim, 2))  # so that all weights are copied
-    name = key.removesuffix("_n2v2").removesuffix("_residual")
+    name = "unet" if key.startswith("unet") else key
     wide = build_network(name, ndim=ndim, channels=2, **dict(TINY[key], base_filters=6))
     copy_into_wider(narrow, wide)
     assert wide.count_params() > narrow.count_params()
@@ -180,7 +181,7 @@ def test_widened_network_computes_the_same(key, ndim):
 
 def test_widening_refuses_another_network():
     with pytest.raises(ValueError, match="not the same network"):
-        copy_into_wider(tiny("unet", 2, 1), build_network("unet", depth=3, base_filters=6))
+        copy_into_wider(tiny("unet", 2, 1), build_network("unet", depth=2, base_filters=6))
 
 
 # --- size and precision -----------------------------------------------------------------------
@@ -259,7 +260,7 @@ def probe_extents(model, size, reps=8):
 
 
 @pytest.mark.parametrize(
-    "key, expected", [("resunet", 49), ("unet", 47), ("unet_n2v2", 53), ("encoder_decoder", 59)]
+    "key, expected", [("resunet", 49), ("unet", 103), ("unet_n2v2", 117), ("encoder_decoder", 59)]
 )
 def test_receptive_field_against_gradient_probe(key, expected):
     keras.utils.set_random_seed(0)

@@ -1,5 +1,6 @@
 """The one trainer: every method trains, resumes exactly, and exports a usable model."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -63,6 +64,9 @@ def test_n2t_learns_from_clean_images_with_synthetic_noise(tmp_path, folders):
     assert LoadedModel(result["export_dir"]).metadata["method"] == "n2t"
     saved = TrainConfig.from_json(open(tmp_path / "run" / "config.json").read())
     assert saved.noise == (0.1, 2.0)
+    # Every network option is recorded, the defaults too: a later default does not change it.
+    assert saved.network_args == dict(TINY["network_args"], kernel_size=3, batch_norm=False, n2v2=False,
+                                      residual=False)
 
 
 def test_synthetic_noise_against_a_hand_computed_patch():
@@ -88,43 +92,6 @@ def test_synthetic_noise_levels_span_the_range_log_uniformly():
     logs = np.log10(levels)
     assert -1.05 < logs.min() < -0.85 and 0.85 < logs.max() < 1.05
     assert abs(np.median(logs)) < 0.15  # log-uniform: the median of r is sqrt(low * high) = 1
-
-
-def test_demo_fresh_noise_feeds_clean_images_with_each_images_sigma(tmp_path):
-    fixed = TrainConfig(steps=1).validate()
-    fresh = TrainConfig(steps=1, demo_noise="fresh").validate()
-    noisy_inputs, _, _, none = data_lib.load_training_data(fixed)
-    clean_inputs, targets, validation, noise = data_lib.load_training_data(fresh)
-    assert none == () and targets is None and len(validation) == len(data_lib.DEMO_HELDOUT)
-    cleans = [clean for _, clean in data_lib.demo_images("train")]
-    for x, clean, (low, high) in zip(clean_inputs, cleans, noise):
-        np.testing.assert_allclose(x, data_lib.standardize(clean)[0])  # the clean image, standardized
-        assert low == high == pytest.approx(data_lib.DEMO_SIGMA / clean.std())
-    # Every batch draws the noise anew, each image with its own level.
-    batches = data_lib.patch_batches(clean_inputs, patch_size=(32, 32), batch_size=4, noise=noise, augment=False)
-    (x1, _), (x2, _) = next(batches), next(batches)
-    assert not np.allclose(x1, x2)
-    # A self-supervised method trains on it (its batches are the noisy patches alone).
-    result = train(TrainConfig(**dict(TINY, model="n2s", steps=2, checkpoint_every=2, demo_noise="fresh",
-                                      model_dir=str(tmp_path / "run"))).validate())
-    assert np.all(np.isfinite([h["loss"] for h in result["history"] if "loss" in h]))
-
-
-def test_patch_batches_add_each_images_own_noise_level():
-    # Two clean images, +1 and -1 everywhere, with noise levels 0.5 and 2: the target's sign
-    # tells which image a patch came from, and its noise has that image's level.
-    inputs = [np.ones((32, 32, 1), np.float32), -np.ones((32, 32, 1), np.float32)]
-    levels = {1.0: 0.5, -1.0: 2.0}
-    batches = data_lib.patch_batches(inputs, patch_size=(32, 32), batch_size=8, noise=[(0.5, 0.5), (2.0, 2.0)])
-    seen = set()
-    for _ in range(4):
-        for noisy, target in zip(*next(batches)):
-            sign = float(np.sign(target.mean()))
-            r = levels[sign]
-            np.testing.assert_allclose(target, sign / np.sqrt(1 + r * r), rtol=1e-6)
-            assert np.std(noisy - target) == pytest.approx(r / np.sqrt(1 + r * r), rel=0.1)
-            seen.add(sign)
-    assert seen == {1.0, -1.0}
 
 
 def test_n2sp_switches_to_learned_sigma(tmp_path, folders):
@@ -198,19 +165,22 @@ def test_init_starts_from_an_exported_models_weights(tmp_path, folders):
 
 
 def test_the_shipped_models_start_a_run_with_default_flags():
-    # --init=n2s_tf/models/<name> with the network flags of its card: options added to the
-    # networks since the export take their defaults on both sides.
+    # --init=n2s_tf/models/<name> without --network_args: the run takes the model's own network
+    # options (defaults that changed since its export included), and its weights load.
     from n2s_tf import api
+    from n2s_tf.finetune import init_network_args
 
     for name in ("cryoem", "cryoem_n2n", "general"):
         model = LoadedModel(str(api.SHIPPED_MODELS / name))
-        args = {k: v for k, v in model.metadata["config"]["network_args"].items()}
+        config = TrainConfig(model=model.metadata["method"], network=model.metadata["network"], init=model.path)
+        args = init_network_args(config)
+        assert args == model.keras_network().network_args
         network = build_network(model.metadata["network"], **args)
-        config = TrainConfig(model=model.metadata["method"], network=model.metadata["network"],
-                             network_args=args, init=model.path)
-        load_initial_weights(network, config)
+        load_initial_weights(network, dataclasses.replace(config, network_args=args))
         x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype(np.float32)
         np.testing.assert_allclose(network(x), model.keras_network()(x), atol=1e-5)
+    # Another kind of network inherits nothing, and --init then says what is wrong.
+    assert init_network_args(dataclasses.replace(config, network="resunet")) == {}
 
 
 def test_impossible_combinations_are_config_errors(tmp_path, folders):

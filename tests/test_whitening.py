@@ -175,7 +175,7 @@ def test_training_on_whitened_images(tmp_path):
     volume = synthetic.correlated_noise((32, 64, 64), 0.5, rng=6).astype(np.float32) * 4 + 10
     np.save(tmp_path / "tomo.npy", volume[..., None])
     config = TrainConfig(model="n2s", data=str(tmp_path / "tomo.npy"), ndim=3, patch_size=(16, 32, 32), whiten="on")
-    (trained,), _, _, _ = load_training_data(config.validate())
+    (trained,), _, _ = load_training_data(config.validate())
     plain = load_training_data(TrainConfig(**dict(config.__dict__, whiten="off")))[0][0]
     assert noise.noise_report(plain[..., 0], 3)["lag1"] > 0.4
     assert noise.noise_report(trained[..., 0], 3)["lag1"] < 0.1
@@ -184,7 +184,7 @@ def test_training_on_whitened_images(tmp_path):
     white = np.random.default_rng(3).normal(10, 2, (32, 64, 64)).astype(np.float32)
     np.save(tmp_path / "white.npy", white[..., None])
     auto = TrainConfig(**dict(config.__dict__, data=str(tmp_path), whiten="auto")).validate()
-    (correlated_seen, white_seen), _, _, _ = load_training_data(auto)  # tomo.npy, white.npy
+    (correlated_seen, white_seen), _, _ = load_training_data(auto)  # tomo.npy, white.npy
     np.testing.assert_array_equal(white_seen, standardize(white[..., None])[0])  # white: left alone
     np.testing.assert_allclose(correlated_seen, trained, atol=1e-6)
     with pytest.raises(ConfigError, match="blind-spot"):

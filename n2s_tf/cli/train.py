@@ -13,7 +13,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags():
-    from n2s_tf.config import DEMO_NOISE, METHODS, WHITEN, TrainConfig
+    from n2s_tf.config import METHODS, WHITEN, TrainConfig
 
     d = TrainConfig()
     # Method and schedule
@@ -41,15 +41,13 @@ def _define_flags():
                                           "default 64x64, or 16x64x64 for volumes")
     flags.DEFINE_integer("batch_size", None, "global batch size (default 16 in 2D, 4 in 3D)")
     flags.DEFINE_boolean("augment", d.augment, "random rot90 and flips")
-    flags.DEFINE_enum("demo_noise", d.demo_noise, list(DEMO_NOISE), "the demo set (no --data): fixed = one noisy "
-                      "copy of each image, fresh = its noise drawn anew for every patch")
     flags.DEFINE_enum("whiten", d.whiten, list(WHITEN), "whiten training images by their noise spectrum: "
                       "on = all (the model then always whitens), auto = those with correlated noise")
     # Run
     flags.DEFINE_string("model_dir", d.model_dir, "where checkpoints, logs and the export go")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "checkpoint (and validate) every K steps")
     flags.DEFINE_string("init", None, "start from an exported model's weights (e.g. n2s_tf/models/cryoem); "
-                                      "same --network and --network_args, base_filters may be larger")
+                                      "same --network; --network_args default to its own (base_filters may be larger)")
     flags.DEFINE_boolean("resume", d.resume, "continue the run in --model_dir from its last checkpoint")
     flags.DEFINE_integer("seed", d.seed, "makes a run repeatable")
     flags.DEFINE_string("strategy", d.strategy, "auto, one_device, mirrored or multi_worker")
@@ -78,8 +76,7 @@ def config_from_flags():
         target=FLAGS.target, clean=FLAGS.clean, noise=parse_floats(FLAGS.noise, "noise") if FLAGS.noise else (),
         patch_size=patch, batch_size=batch, lr=FLAGS.lr,
         lr_decay_steps=FLAGS.lr_decay_steps, lmbd=FLAGS.lmbd, masking=FLAGS.masking,
-        mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, whiten=FLAGS.whiten, demo_noise=FLAGS.demo_noise,
-        model_dir=FLAGS.model_dir,
+        mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, whiten=FLAGS.whiten, model_dir=FLAGS.model_dir,
         init=FLAGS.init,
         checkpoint_every=FLAGS.checkpoint_every, resume=FLAGS.resume, seed=FLAGS.seed,
         strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices, mixed_precision=FLAGS.mixed_precision,

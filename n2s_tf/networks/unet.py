@@ -1,9 +1,11 @@
 """A compact U-Net for CPUs (the Noise2Void / CSBDeep layout), optionally in its N2V2 variant.
 
-Each level has two conv -> BN -> ReLU (with `batch_norm=False`, conv with bias -> ReLU); the
+Each level has two conv with bias -> ReLU (with `batch_norm=True`, conv -> BN -> ReLU); the
 encoder downsamples by 2x2 max-pooling, the decoder upsamples by 2x2 transposed convs (these
 export with unknown spatial size) and concatenates the encoder's features. A 1x1 conv maps to
-the output channels.
+the output channels. Batch normalization is off by default: without it supervised 2D training,
+the 3D Noise2Noise of tomograms and the blind-spot demo all scored higher, and 3D training ran
+faster (docs/benchmarks.md).
 
 With `residual=True` the network adds its input to the 1x1 conv's output, so the body learns
 the noise to remove rather than the image (DnCNN's residual learning). Only for methods that see
@@ -40,15 +42,18 @@ class UNet(DenoisingNetwork):
         self,
         ndim=2,
         channels=1,
-        depth=2,
+        depth=None,
         base_filters=32,
         kernel_size=3,
-        batch_norm=True,
+        batch_norm=False,
         n2v2=False,
         residual=False,
         name="unet",
         **kwargs,
     ):
+        # Three levels in 2D (a receptive field of 103 px); two in 3D, where a patch 32 deep
+        # has room for two and each level costs eight times more.
+        depth = (3 if ndim == 2 else 2) if depth is None else depth
         if depth < 0 or base_filters < 1 or kernel_size < 1:
             raise ValueError(
                 f"need depth >= 0, base_filters >= 1, kernel_size >= 1; "
