@@ -81,6 +81,11 @@ def image_names():
     return names
 
 
+def file_stem(name):
+    """A sample image's name as a file name ("pywt:ascent" -> "pywt_ascent")."""
+    return name.replace(":", "_")
+
+
 def benchmark_images():
     """[(name, noisy, clean)]: central crops, --sigma noise from a fixed seed per image and sigma
     (sigma 25 keeps the seeds of the original eight-image table)."""
@@ -161,8 +166,8 @@ def run_careamics(triples, work):
 
     inputs, outputs = [], []
     for name, _noisy, _ in triples:
-        inputs.append(os.path.join(work, f"{name.replace(':', '_')}.npy"))
-        outputs.append(os.path.join(work, f"{name.replace(':', '_')}_careamics.npy"))
+        inputs.append(os.path.join(work, f"{file_stem(name)}.npy"))
+        outputs.append(os.path.join(work, f"{file_stem(name)}_careamics.npy"))
     result = peers.run_peer("careamics_n2v", inputs=",".join(inputs), outputs=",".join(outputs),
                             steps=FLAGS.steps, batch_size=FLAGS.batch_size, patch_size=FLAGS.patch_size,
                             result=os.path.join(work, "careamics.json"))
@@ -184,7 +189,7 @@ def main(argv):
     denoisers, train_seconds = [], {}
     with tempfile.TemporaryDirectory(prefix="quality_") as work:
         for name, noisy, _ in triples:
-            np.save(os.path.join(work, f"{name.replace(':', '_')}.npy"), noisy)
+            np.save(os.path.join(work, f"{file_stem(name)}.npy"), noisy)
         for method in methods:
             if method in CLASSICAL:
                 denoisers.append(classical_denoiser(method))

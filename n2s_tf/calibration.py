@@ -35,7 +35,7 @@ import numpy as np
 import scipy.fft
 from scipy.special import erfcx
 
-from n2s_tf.metrics import fourier_radius, fourier_rings
+from n2s_tf.metrics import fourier_radius, fourier_rings, mirror_weights
 
 OUTER = 0.9  # rings from this fraction of Nyquist outwards estimate the noise power
 SMOOTH_RINGS = 4.0  # Gaussian width, in rings, of the smoothing of the ring sums
@@ -263,7 +263,7 @@ def calibrate_halves(y_a, y_b, f_a, f_b, smooth=SMOOTH_RINGS, sectors=1):
         block_shape = tuple(map(len, indices))
         ring, sector = _rings(block_shape, side, sectors)
         last = spectra(indices)
-        sums = sums + _halves_sums(*last, sector * rings + ring, fourier_rings(block_shape)[1], sectors * rings)
+        sums = sums + _halves_sums(*last, sector * rings + ring, mirror_weights(block_shape[-1]), sectors * rings)
     sums = sums.reshape(len(_HALVES_SUMS), sectors, rings)
     sums = sums[..., : np.flatnonzero(sums[0].sum(axis=0))[-1] + 1]  # up to the outermost ring held
     fitted = [_solve_halves(sums[:, s], smooth) for s in range(sectors)]

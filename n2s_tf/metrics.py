@@ -79,13 +79,18 @@ def fourier_rings(shape):
     coefficient that also stands for its mirror image in the half-spectrum rfftn keeps, else 1.
     """
     ring = np.floor(fourier_radius(shape) * min(shape) + 0.5).astype(np.int64)
-    # Every column but the zero-frequency one (and the Nyquist one, for an even last side)
-    # stands for itself and its mirror image.
-    weight = np.full(shape[-1] // 2 + 1, 2.0)
+    return ring, np.broadcast_to(mirror_weights(shape[-1]), ring.shape)
+
+
+def mirror_weights(last_side):
+    """Per column of `np.fft.rfftn`'s last axis (of a real array whose last side is
+    `last_side`): 2 where the coefficient also stands for its mirror image in the half-spectrum,
+    else 1 (the zero-frequency column, and the Nyquist one for an even side)."""
+    weight = np.full(last_side // 2 + 1, 2.0)
     weight[0] = 1.0
-    if shape[-1] % 2 == 0:
+    if last_side % 2 == 0:
         weight[-1] = 1.0
-    return ring, np.broadcast_to(weight, ring.shape)
+    return weight
 
 
 def fourier_correlation(a, b):

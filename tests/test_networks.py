@@ -21,9 +21,9 @@ TINY = {
 }
 
 
-def tiny(key, ndim, channels):
+def tiny(key, ndim, channels, **overrides):
     name = "unet" if key.startswith("unet") else key
-    return build_network(name, ndim=ndim, channels=channels, **TINY[key])
+    return build_network(name, ndim=ndim, channels=channels, **dict(TINY[key], **overrides))
 
 
 def random_batch(ndim, channels, size, batch=2, seed=0):
@@ -171,8 +171,7 @@ def test_inference_form_keeps_the_dtype_policy():
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_widened_network_computes_the_same(key, ndim):
     narrow = trained_looking(tiny(key, ndim, 2))  # so that all weights are copied
-    name = "unet" if key.startswith("unet") else key
-    wide = build_network(name, ndim=ndim, channels=2, **dict(TINY[key], base_filters=6))
+    wide = tiny(key, ndim, 2, base_filters=6)
     copy_into_wider(narrow, wide)
     assert wide.count_params() > narrow.count_params()
     x = random_batch(ndim, 2, 16)
