@@ -4,22 +4,26 @@
     python bench/tomo.py --size=48,128,128 --doses=60 --steps=200 --methods=gaussian,n2n   # minutes
 
 For each total dose one tomogram of two particle kinds in ice is simulated
-(n2s_tf.synthetic_tomogram: dose-symmetric tilt series +-60 degrees, per-tilt CTF, Poisson
-counting, even/odd halves, weighted back-projection). Methods, scored standardized against the
-noiseless reconstruction with the same missing wedge (PSNR, CC, FSC mean = FSC-AUC):
+(n2s_tf.synthetic_tomogram: dose-symmetric tilt series +-60 degrees by 3 unless --tilt_range and
+--tilt_step say otherwise, per-tilt CTF, Poisson counting, even/odd halves, weighted
+back-projection). Methods, scored standardized against the noiseless reconstruction with the
+same missing wedge (PSNR, CC, FSC mean = FSC-AUC):
 - gaussian: a 3D Gaussian filter of --gaussian_sigma voxels on the full-dose tomogram;
 - n2n: n2s_tf Noise2Noise trained --steps on the even/odd halves, both halves denoised and
   calibrated against each other per Fourier shell (n2s_tf.combine_halves, test_single.py's
   --input_b route); n2n_plain: the plain mean of the two (the cryoCARE route);
-- single: the route without halves, n2s_tf N2S trained --steps on the full-dose tomogram alone,
-  whitened by its own noise spectrum (train.py --whiten=on), and denoised so (test_single.py whitens
-  for such a model);
+- single: the route without halves, the shipped tomogram model (cryoet_n2n, Noise2Noise on
+  simulated even/odd tomograms of other seeds: trained_models/README.md) on the full-dose tomogram,
+  as test_single.py runs it on an MRC volume without --model; --single_model to give another;
+- single_n2s: N2S trained --steps on the full-dose tomogram alone, whitened by its own noise
+  spectrum (train.py --whiten=on), and denoised so (test_single.py whitens for such a model);
 - topaz3d: Topaz-Denoise's pretrained 3D model (unet-3d) on the full-dose tomogram, run in the
   peers venv by bench/peers.py;
 - cryocare: cryoCARE 0.3.0 trained on the halves with its recommended network (72^3 patches, depth 3,
   16 first filters, lr 4e-4) and the same budget in training voxels as n2n (or --cryocare_steps),
   run in its own venv (bench/peers.py). cryoCARE needs every axis longer than twice its patch.
 Writes metrics.csv / metrics.json and slices.png (XY and XZ central slices per method) to --out.
+Scores are of the volumes (a Fourier shell correlation: FSC-AUC is its mean up to Nyquist).
 """
 
 import os
@@ -38,7 +42,7 @@ from n2s_tf.cli.common import parse_floats, parse_ints, parse_network_args, run_
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 DATA = os.path.join(ROOT, "..", "shared", "data")
-METHODS = ("gaussian", "n2n", "single", "topaz3d", "cryocare")
+METHODS = ("gaussian", "n2n", "single", "single_n2s", "topaz3d", "cryocare")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("models", f"{DATA}/6z6u.pdb,{DATA}/3jb9.cif", "comma-separated atomic models (PDB/mmCIF)")
@@ -47,6 +51,8 @@ flags.DEFINE_string("size", "160,256,256", "tomogram size Z,Y,X in voxels")
 flags.DEFINE_float("pixel_size", 8.0, "Angstrom per voxel")
 flags.DEFINE_integer("particles", 40, "particles per tomogram (kinds in turn)")
 flags.DEFINE_string("doses", "60,120", "total doses of the tilt series in e/A^2")
+flags.DEFINE_float("tilt_range", 60.0, "tilts from -range to +range degrees")
+flags.DEFINE_float("tilt_step", 3.0, "tilt step in degrees")
 flags.DEFINE_float("contrast", 0.1, "weak-phase contrast of the projections (see simulate_tomogram)")
 flags.DEFINE_string("methods", ",".join(METHODS), f"comma-separated methods: {', '.join(METHODS)}")
 flags.DEFINE_float("gaussian_sigma", 1.5, "gaussian: sigma in voxels")
@@ -60,8 +66,10 @@ flags.DEFINE_integer("cryocare_patch", 72, "cryocare: patch side (its recommenda
 flags.DEFINE_integer("cryocare_epochs", 5, "cryocare: epochs")
 flags.DEFINE_integer("cryocare_steps", None, "cryocare: steps per epoch, batch 16 (default: n2n's budget in "
                                              "training voxels)")
+flags.DEFINE_string("single_model", None, "single: the exported model (default: the shipped tomogram model)")
 flags.DEFINE_integer("seed", 0, "simulation and training seed")
 flags.DEFINE_string("save_halves", None, "n2n: also save the halves, their outputs and the reference (.npy) here")
+flags.DEFINE_boolean("save_outputs", False, "also save every method's output and the reference (.npy) in --out")
 flags.DEFINE_boolean("n2n_other_tomogram", False, "n2n: train on the halves of another tomogram of the same "
                                                   "settings (seed + 100) instead of the scored one's")
 
@@ -75,7 +83,8 @@ def simulate(dose, seed=None):
         raise ConfigError(f"--models: no such file {missing[0] if missing else '(none given)'}")
     return synthetic_tomogram.simulate_tomogram(
         models, shape=parse_ints(FLAGS.size, "size"), pixel_size=FLAGS.pixel_size, n_particles=FLAGS.particles,
-        total_dose=dose, contrast=FLAGS.contrast, seed=FLAGS.seed if seed is None else seed)
+        total_dose=dose, contrast=FLAGS.contrast, tilt_range=FLAGS.tilt_range, tilt_step=FLAGS.tilt_step,
+        seed=FLAGS.seed if seed is None else seed)
 
 
 def _train(work, **fields):
@@ -112,6 +121,16 @@ def train_n2n(tomogram, work):
                             ("odd_out", odd), ("clean", tomogram["clean"])):
             np.save(os.path.join(FLAGS.save_halves, f"dose{tomogram['dose']:g}_{name}.npy"), array)
     return combined, train_seconds, seconds
+
+
+def shipped_single(tomogram, work):
+    """The shipped tomogram model (or --single_model) on the full-dose tomogram; (output, 0
+    training seconds, denoising seconds)."""
+    from n2s_tf import api
+
+    model = api.load_model(FLAGS.single_model or str(api.SHIPPED_MODELS / api.DEFAULT_MODELS["tomogram"]))
+    tick = time.time()
+    return api.denoise(tomogram["noisy"], model), 0.0, time.time() - tick
 
 
 def train_single(tomogram, work):
@@ -158,8 +177,15 @@ def cryocare(tomogram, work):
 
 
 # Their rows also give training and denoising seconds.
-TRAINED = {"n2n": train_n2n, "single": train_single, "cryocare": cryocare}
+TRAINED = {"n2n": train_n2n, "single": shipped_single, "single_n2s": train_single, "cryocare": cryocare}
 EXTRA = {}  # more rows from a trained method's outputs: name -> output
+
+
+def computed(name, volume):
+    """A Denoiser that returns an output already computed, with the channel axis evaluate wants."""
+    from n2s_tf.evaluate import Denoiser
+
+    return Denoiser(name, lambda x: volume[..., None])
 
 
 def central_slices(volume):
@@ -170,7 +196,6 @@ def central_slices(volume):
 
 def main(argv):
     from n2s_tf import evaluate, reports
-    from n2s_tf.evaluate import Denoiser
 
     methods = [m for m in FLAGS.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
@@ -178,6 +203,7 @@ def main(argv):
         raise ConfigError(f"--methods: {unknown[0] if unknown else 'none given'}; choose from {', '.join(METHODS)}")
     doses = parse_floats(FLAGS.doses, "doses")
     rows, start = [], time.time()
+    os.makedirs(FLAGS.out, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tomo_bench_") as work:
         for dose in doses:
             tick = time.time()
@@ -197,29 +223,33 @@ def main(argv):
                 else:
                     output, _ = topaz3d(tomogram["noisy"], folder)
                 seconds[method] = time.time() - tick
-                denoisers.append(Denoiser(method, lambda x, output=output: output))
-                denoisers += [Denoiser(name, lambda x, output=extra: output) for name, extra in EXTRA.items()]
+                denoisers += [computed(method, output)] + [computed(name, extra) for name, extra in EXTRA.items()]
                 EXTRA.clear()
                 print(f"dose {dose:g}: {method} in {seconds[method]:.0f} s", file=sys.stderr, flush=True)
-            scored = evaluate.evaluate([("tomogram", tomogram["noisy"], tomogram["clean"])], denoisers,
-                                       standardized=True, pixel_size=FLAGS.pixel_size, keep_outputs=True)
+            # With their channel axis: evaluate takes a 3D array as a 2D image with channels.
+            scored = evaluate.evaluate([("tomogram", tomogram["noisy"][..., None], tomogram["clean"][..., None])],
+                                       denoisers, standardized=True, pixel_size=FLAGS.pixel_size, keep_outputs=True)
             for row in scored:
                 row.update(dose=dose, seconds=row["seconds"] + seconds.get(row["method"], 0.0))
                 if row["method"] in TRAINED:
                     row["train_seconds"] = seconds[f"{row['method']}_train"]
                     row["denoise_seconds"] = seconds[f"{row['method']}_denoise"]
             rows += scored
-            outputs = {r["method"]: central_slices(r["output"]) for r in scored}
+            if FLAGS.save_outputs:
+                for r in scored:
+                    np.save(os.path.join(FLAGS.out, f"dose{dose:g}_{r['method']}.npy"), r["output"][..., 0])
+                np.save(os.path.join(FLAGS.out, f"dose{dose:g}_clean.npy"), tomogram["clean"])
+            outputs = {r["method"]: central_slices(r["output"][..., 0]) for r in scored}
             captions = {r["method"]: f"PSNR {r['psnr']:.2f}  FSC {r['mean_frc']:.3f}" for r in scored}
-            os.makedirs(FLAGS.out, exist_ok=True)
             reports.plot_panels(outputs.pop(evaluate.NOISY), outputs, central_slices(tomogram["clean"]),
                                 os.path.join(FLAGS.out, f"slices_dose{dose:g}.png"), crop=10**6, titles=captions)
 
     summary = evaluate.summarize(rows, by=("dose", "method"))
     for row in summary:
         row["snr"] = row.pop("dose")  # format_table prints its first key column as "snr"
-    print(f"\n{FLAGS.size} voxels (Z,Y,X) at {FLAGS.pixel_size:g} A, {FLAGS.particles} particles, tilts +-60 by 3 "
-          f"degrees; n2n {FLAGS.steps} steps, batch {FLAGS.batch_size}, patches {FLAGS.patch_size}, "
+    print(f"\n{FLAGS.size} voxels (Z,Y,X) at {FLAGS.pixel_size:g} A, {FLAGS.particles} particles, "
+          f"tilts +-{FLAGS.tilt_range:g} by {FLAGS.tilt_step:g} degrees; n2n {FLAGS.steps} steps, "
+          f"batch {FLAGS.batch_size}, patches {FLAGS.patch_size}, "
           f"{FLAGS.network} {FLAGS.network_args}; scored standardized against the noiseless reconstruction; "
           f"'snr' column = total dose in e/A^2; seconds = wall time incl. training")
     print(reports.format_table(summary, columns=("psnr", "cc", "mean_frc", "frc_soft", "seconds")))

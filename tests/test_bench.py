@@ -19,6 +19,8 @@ BENCH = os.path.join(ROOT, "bench")
     ("cryo.py", "--methods=topaz,nonsense", "--methods: nonsense"),
     ("speed.py", "--micrograph=/no/such/file.mrc", "--micrograph=/no/such/file.mrc: no such file"),
     ("simulate_micrographs.py", "--snrs=x", "--snrs="),
+    ("simulate_tomograms.py", "--doses=0,50", "--doses"),
+    ("tomo.py", "--methods=gaussian,bogus", "--methods: bogus"),
 ])
 def test_bench_scripts_reject_bad_flags_in_one_line(script, flag, message):
     result = subprocess.run([sys.executable, os.path.join(BENCH, script), flag], capture_output=True,
@@ -54,3 +56,37 @@ def test_the_general_models_training_set_holds_none_of_the_benchmark_images(tmp_
                           f"print(*quality.IMAGES, *quality.TEXTURES)").split()
     assert len(written) == 17 and set(benchmark) >= {"brick", "gravel"} and len(set(benchmark)) == 9
     assert not written & set(benchmark) and "cat" not in written  # cat is chelsea
+
+
+def test_the_tomogram_bench_scores_volumes_as_volumes(tmp_path):
+    # A volume handed to evaluate without its channel axis would be read as a 2D image whose
+    # channels are X: its "FSC" the ring correlation of the X average, its Gaussian a 2D filter.
+    import csv
+
+    import numpy as np
+    from scipy import ndimage
+
+    from n2s_tf import metrics
+
+    rng = np.random.default_rng(0)
+    pdb = tmp_path / "blob.pdb"
+    atoms = rng.normal(0, 8, (60, 3))
+    pdb.write_text("".join(f"ATOM  {i:5d}  CA  ALA A{i:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           C\n"
+                           for i, (x, y, z) in enumerate(atoms, 1)))
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, os.path.join(BENCH, "tomo.py"), f"--models={pdb}", "--size=24,40,40",
+                             "--particles=3", "--doses=60", "--methods=gaussian", "--save_outputs", f"--out={out}"],
+                            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(out / "metrics.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["method"] == "gaussian")
+    clean, gaussian, noisy = (np.load(out / f"dose60_{name}.npy") for name in ("clean", "gaussian", "noisy"))
+    assert gaussian.shape == clean.shape == (24, 40, 40)
+
+    def standardized(x):
+        return (x - x.mean()) / x.std()
+
+    expected = ndimage.gaussian_filter(standardized(noisy), 1.5) * noisy.std() + noisy.mean()  # a 3D filter
+    np.testing.assert_allclose(gaussian, expected, atol=1e-4 * noisy.std())
+    curve = metrics.fourier_shell_correlation(standardized(clean), standardized(gaussian))[1]
+    assert float(row["mean_frc"]) == pytest.approx(np.nanmean(curve[1:]), abs=1e-6)
