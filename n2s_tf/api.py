@@ -18,12 +18,12 @@ from typing import Optional
 import numpy as np
 
 from n2s_tf.config import TrainConfig
-from n2s_tf.errors import ConfigError, ModelNotFoundError
+from n2s_tf.errors import ConfigError, ImageFileError, ModelNotFoundError
 
 # The shipped models are package data: the same path in a checkout and in an installed wheel.
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 # The shipped model test_single.py uses when --model is not given, by input kind.
-DEFAULT_MODELS = {"general": "general", "cryo": "cryoem", "cryo_halves": "cryoem_n2n"}
+DEFAULT_MODELS = {"general": "general", "cryo": "cryoem", "cryo_halves": "cryoem_n2n", "tomogram": "cryoet_n2n"}
 CRYO_EXTENSIONS = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
 
 
@@ -37,14 +37,28 @@ def train(config: Optional[TrainConfig] = None, export: bool = True, **fields):
 
 def default_model_path(input_path: Optional[str] = None, halves: bool = False) -> str:
     """The shipped model for an input file: the cryo-EM model for MRC files if shipped, its
-    Noise2Noise sibling for MRC files given with their other halves (even/odd sums)."""
+    Noise2Noise sibling for MRC files given with their other halves (even/odd sums), and the 3D
+    Noise2Noise tomogram model for MRC volumes (tomograms), with or without their halves."""
     cryo = input_path is not None and input_path.lower().endswith(CRYO_EXTENSIONS)
     kinds = ((("cryo_halves",) if halves else ()) + ("cryo", "general")) if cryo else ("general",)
+    if cryo and _is_volume(input_path):
+        kinds = ("tomogram",) + kinds
     for kind in kinds:
         path = SHIPPED_MODELS / DEFAULT_MODELS[kind]
         if path.exists():
             return str(path)
     raise ModelNotFoundError(f"no shipped model in {SHIPPED_MODELS}; pass --model")
+
+
+def _is_volume(path) -> bool:
+    """Whether an existing image file holds a volume; False for a missing or unreadable one
+    (reading it later says what is wrong)."""
+    from n2s_tf import io
+
+    try:
+        return os.path.isfile(path) and io.read_image(path, mmap=True).kind == "volume"
+    except ImageFileError:
+        return False
 
 
 def load_model(path=None, precision: str = "auto"):

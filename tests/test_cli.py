@@ -204,3 +204,31 @@ def test_mrc_halves_get_the_shipped_noise2noise_model(tmp_path):
     model_line = next(line for line in result.stderr.splitlines() if line.startswith("model:"))
     assert os.sep + "cryoem_n2n" + os.sep in model_line, model_line
     assert mrcfile.read(str(tmp_path / "m_dn.mrc")).shape == (64, 72)
+
+
+def test_mrc_volumes_get_the_shipped_tomogram_model(tmp_path):
+    from n2s_tf import api
+
+    rng = np.random.default_rng(9)
+    volume = rng.normal(0, 1, (16, 48, 40)).astype(np.float32)
+    with mrcfile.new(str(tmp_path / "t.mrc")) as mrc:
+        mrc.set_data(volume)
+        mrc.set_volume()
+        mrc.voxel_size = 7.5
+    with mrcfile.new(str(tmp_path / "stack.mrc")) as mrc:
+        mrc.set_data(volume)
+        mrc.set_image_stack()
+    tomogram = os.path.join("models", "cryoet_n2n")
+    assert api.default_model_path(str(tmp_path / "t.mrc")).endswith(tomogram)
+    assert api.default_model_path(str(tmp_path / "t.mrc"), halves=True).endswith(tomogram)
+    assert api.default_model_path(str(tmp_path / "stack.mrc")).endswith(os.path.join("models", "cryoem"))
+    assert api.default_model_path(str(tmp_path / "missing.rec")).endswith(os.path.join("models", "cryoem"))
+
+    # The single-tomogram route as the README gives it: no halves, no --model.
+    result = run("test_single.py", f"--input={tmp_path / 't.mrc'}", f"--output={tmp_path / 't_dn.rec'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    model_line = next(line for line in result.stderr.splitlines() if line.startswith("model:"))
+    assert os.sep + "cryoet_n2n" + os.sep in model_line, model_line
+    with mrcfile.open(str(tmp_path / "t_dn.rec")) as mrc:
+        assert mrc.data.shape == volume.shape and mrc.is_volume()
+        assert float(mrc.voxel_size.x) == pytest.approx(7.5)

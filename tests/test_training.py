@@ -170,14 +170,16 @@ def test_the_shipped_models_start_a_run_with_default_flags():
     from n2s_tf import api
     from n2s_tf.finetune import init_network_args
 
-    for name in ("cryoem", "cryoem_n2n", "general"):
+    for name in ("cryoem", "cryoem_n2n", "cryoet_n2n", "general"):
         model = LoadedModel(str(api.SHIPPED_MODELS / name))
-        config = TrainConfig(model=model.metadata["method"], network=model.metadata["network"], init=model.path)
+        spatial = (16, 32, 32) if model.metadata["ndim"] == 3 else (64, 64)
+        config = TrainConfig(model=model.metadata["method"], network=model.metadata["network"], init=model.path,
+                             ndim=len(spatial), patch_size=spatial)
         args = init_network_args(config)
         assert args == model.keras_network().network_args
-        network = build_network(model.metadata["network"], **args)
+        network = build_network(model.metadata["network"], ndim=config.ndim, **args)
         load_initial_weights(network, dataclasses.replace(config, network_args=args))
-        x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype(np.float32)
+        x = np.random.default_rng(0).normal(size=(1, *spatial, 1)).astype(np.float32)
         np.testing.assert_allclose(network(x), model.keras_network()(x), atol=1e-5)
     # Another kind of network inherits nothing, and --init then says what is wrong.
     assert init_network_args(dataclasses.replace(config, network="resunet")) == {}

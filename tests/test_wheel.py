@@ -66,15 +66,18 @@ def test_the_wheel_carries_the_shipped_models(installed):
     result = _run([str(python), "-c", "import n2s_tf, n2s_tf.api as a; print(n2s_tf.__file__); "
                    "print(a.default_model_path()); print(a.default_model_path('x.mrc')); "
                    "print(a.default_model_path('x.mrc', halves=True)); "
-                   "print(a.default_model_path('x.png', halves=True))"],
+                   "print(a.default_model_path('x.png', halves=True)); "
+                   "print(','.join(sorted(p.name for p in a.SHIPPED_MODELS.iterdir() "
+                   "if any(p.glob('*/saved_model.pb')))))"],
                   env=env, cwd=work)
-    package, general, cryo, cryo_halves, other_halves = result.stdout.split()
+    package, general, cryo, cryo_halves, other_halves, shipped = result.stdout.split()
     venv_dir = str(work / "venv")
     assert package.startswith(venv_dir) and not package.startswith(ROOT), package
     assert general.startswith(venv_dir) and general.endswith(os.path.join("models", "general"))
     assert cryo.startswith(venv_dir) and cryo.endswith(os.path.join("models", "cryoem"))
     assert cryo_halves.startswith(venv_dir) and cryo_halves.endswith(os.path.join("models", "cryoem_n2n"))
     assert other_halves == general
+    assert shipped.split(",") == ["cryoem", "cryoem_n2n", "cryoet_n2n", "general"], shipped
 
 
 def test_n2s_denoise_runs_from_the_wheel_outside_the_checkout(installed):
