@@ -15,6 +15,8 @@ same missing wedge (PSNR, CC, FSC mean = FSC-AUC):
 - single: the route without halves, the shipped tomogram model (cryoet_n2n, Noise2Noise on
   simulated even/odd tomograms of other seeds: trained_models/README.md) on the full-dose tomogram,
   as test_single.py runs it on an MRC volume without --model; --single_model to give another;
+- shipped_halves: that model on the even/odd halves, both denoised and calibrated (test_single.py
+  --input_b on an MRC volume without --model);
 - single_n2s: N2S trained --steps on the full-dose tomogram alone, whitened by its own noise
   spectrum (train.py --whiten=on), and denoised so (test_single.py whitens for such a model);
 - topaz3d: Topaz-Denoise's pretrained 3D model (unet-3d) on the full-dose tomogram, run in the
@@ -42,7 +44,7 @@ from n2s_tf.cli.common import parse_floats, parse_ints, parse_network_args, run_
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 DATA = os.path.join(ROOT, "..", "shared", "data")
-METHODS = ("gaussian", "n2n", "single", "single_n2s", "topaz3d", "cryocare")
+METHODS = ("gaussian", "n2n", "single", "shipped_halves", "single_n2s", "topaz3d", "cryocare")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("models", f"{DATA}/6z6u.pdb,{DATA}/3jb9.cif", "comma-separated atomic models (PDB/mmCIF)")
@@ -123,14 +125,28 @@ def train_n2n(tomogram, work):
     return combined, train_seconds, seconds
 
 
+def _shipped():
+    from n2s_tf import api
+
+    return api.load_model(FLAGS.single_model or str(api.SHIPPED_MODELS / api.DEFAULT_MODELS["tomogram"]))
+
+
 def shipped_single(tomogram, work):
     """The shipped tomogram model (or --single_model) on the full-dose tomogram; (output, 0
     training seconds, denoising seconds)."""
     from n2s_tf import api
 
-    model = api.load_model(FLAGS.single_model or str(api.SHIPPED_MODELS / api.DEFAULT_MODELS["tomogram"]))
-    tick = time.time()
+    model, tick = _shipped(), time.time()
     return api.denoise(tomogram["noisy"], model), 0.0, time.time() - tick
+
+
+def shipped_halves(tomogram, work):
+    """The same model on both halves, calibrated against each other; (output, 0, seconds)."""
+    from n2s_tf import api
+
+    model, tick = _shipped(), time.time()
+    even, odd = api.denoise(tomogram["even"], model), api.denoise(tomogram["odd"], model)
+    return api.combine_halves(tomogram["even"], tomogram["odd"], even, odd, ndim=3), 0.0, time.time() - tick
 
 
 def train_single(tomogram, work):
@@ -177,7 +193,8 @@ def cryocare(tomogram, work):
 
 
 # Their rows also give training and denoising seconds.
-TRAINED = {"n2n": train_n2n, "single": shipped_single, "single_n2s": train_single, "cryocare": cryocare}
+TRAINED = {"n2n": train_n2n, "single": shipped_single, "shipped_halves": shipped_halves, "single_n2s": train_single,
+           "cryocare": cryocare}
 EXTRA = {}  # more rows from a trained method's outputs: name -> output
 
 
