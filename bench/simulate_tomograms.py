@@ -41,41 +41,45 @@ flags.DEFINE_integer("seed", 300, "seed of the first tomogram")
 flags.DEFINE_string("out", "runs/tomo_train", "output folder")
 
 
-def draw(rng, name, text, log=False, integer=False):
-    """One value of a flag that is a number or a range lo,hi."""
+def value_range(name, text):
+    """(lo, hi) of a flag that is one positive number or a range lo,hi."""
     values = parse_floats(text, name)
-    if len(values) not in (1, 2) or min(values) <= 0:
+    if len(values) not in (1, 2):
         raise ConfigError(f"--{name}={text!r} must be one positive number or a range lo,hi")
-    lo, hi = values[0], values[-1]
-    value = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if log else float(rng.uniform(lo, hi))
-    return int(round(value)) if integer else value
+    return values[0], values[-1]
+
+
+def draw(rng, lo_hi, log=False):
+    """One value drawn uniformly (log-uniformly with log) from lo_hi."""
+    lo, hi = lo_hi
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if log else float(rng.uniform(lo, hi))
 
 
 def main(argv):
     from n2s_tf import synthetic, synthetic_tomogram
 
+    shape = parse_ints(FLAGS.size, "size")
+    doses, defocus, particles = (value_range(name, getattr(FLAGS, name)) for name in ("doses", "defocus", "particles"))
     paths = [p for p in FLAGS.models.split(",") if p]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing or not paths:
         raise ConfigError(f"--models: no such file {missing[0] if missing else '(none given)'}")
     kinds = [synthetic.read_atoms(p) for p in paths]
-    shape = parse_ints(FLAGS.size, "size")
     for folder in FOLDERS:
         os.makedirs(os.path.join(FLAGS.out, folder), exist_ok=True)
     for i in range(FLAGS.count):
         seed = FLAGS.seed + i
         rng = np.random.default_rng(seed)
-        dose = draw(rng, "doses", FLAGS.doses, log=True)
-        defocus = draw(rng, "defocus", FLAGS.defocus)
-        particles = draw(rng, "particles", FLAGS.particles, integer=True)
+        dose, defocus_um = draw(rng, doses, log=True), draw(rng, defocus)
+        count = int(round(draw(rng, particles)))
         tomogram = synthetic_tomogram.simulate_tomogram(
             kinds[i % len(kinds):] + kinds[:i % len(kinds)], shape=shape, pixel_size=FLAGS.pixel_size,
-            n_particles=particles, total_dose=dose, defocus_um=defocus, contrast=FLAGS.contrast, seed=seed)
+            n_particles=count, total_dose=dose, defocus_um=defocus_um, contrast=FLAGS.contrast, seed=seed)
         name = f"tomo{i:03d}_dose{dose:.0f}"
         for folder, key in FOLDERS.items():
             np.save(os.path.join(FLAGS.out, folder, f"{name}.npy"), tomogram[key])
-        print(f"wrote {name} (seed {seed}, dose {dose:.0f} e/A^2, defocus {defocus:.2f} um, "
-              f"{particles} particles)", flush=True)
+        print(f"wrote {name} (seed {seed}, dose {dose:.0f} e/A^2, defocus {defocus_um:.2f} um, "
+              f"{count} particles)", flush=True)
 
 
 if __name__ == "__main__":
