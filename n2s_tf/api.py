@@ -56,7 +56,7 @@ def _is_volume(path) -> bool:
     from n2s_tf import io
 
     try:
-        return os.path.isfile(path) and io.read_image(path, mmap=True).kind == "volume"
+        return os.path.isfile(path) and io.image_kind(path) == "volume"
     except ImageFileError:
         return False
 

@@ -136,6 +136,17 @@ def read_image(path, mmap: bool | None = None, as_kind: str | None = None) -> Im
         raise ImageFileError(f"cannot read '{path}': {one_line(error)}") from error
 
 
+def image_kind(path) -> str:
+    """The kind `read_image` gives `path` ("image", "volume" or "stack"), from an MRC file's
+    header alone (other formats are read)."""
+    if _extension(path) not in MRC_EXTENSIONS:
+        return read_image(path, mmap=True).kind
+    with _open_mrc(path, mmap=True) as mrc:
+        if int(mrc.header.nz) <= 1:
+            return "image"
+        return _extension_kind(path) or ("volume" if mrc.is_volume() else "stack")
+
+
 def _make_image(path, array, has_channels, as_kind, file_kind=None, mrc=None) -> Image:
     """Give `array` its channel axis and decide its kind (see `read_image`)."""
     if array.dtype.kind not in "biuf":  # complex, strings, objects: no image of real values

@@ -391,3 +391,21 @@ def test_real_emdb_map_emd_3197(tmp_path):
     io.write_image(tmp_path / "emd.map", image.data, like=image)
     report = text_io.StringIO()
     assert mrcfile.validate(str(tmp_path / "emd.map"), print_file=report), report.getvalue()
+
+
+def test_image_kind_reads_the_header_as_read_image_decides(tmp_path):
+    data = np.random.default_rng(0).normal(size=(3, 8, 10)).astype(np.float32)
+    cases = {"vol.mrc": (data, "volume"), "stack.mrc": (data, "stack"), "parts.mrcs": (data, "volume"),
+             "tomo.rec": (data, "stack"), "one.mrc": (data[:1], "volume"), "flat.mrc": (data[0], "stack")}
+    for name, (values, header) in cases.items():
+        with mrcfile.new(str(tmp_path / name)) as mrc:
+            mrc.set_data(values)
+            if values.ndim == 3:
+                mrc.set_volume() if header == "volume" else mrc.set_image_stack()
+    np.save(tmp_path / "vol.npy", data)
+    kinds = {}
+    for path in sorted(tmp_path.iterdir()):
+        kinds[path.name] = io.image_kind(str(path))
+        assert kinds[path.name] == io.read_image(str(path)).kind, path.name
+    assert kinds == {"flat.mrc": "image", "one.mrc": "image", "parts.mrcs": "stack", "stack.mrc": "stack",
+                     "tomo.rec": "volume", "vol.mrc": "volume", "vol.npy": "volume"}
