@@ -24,7 +24,6 @@ from n2s_tf.errors import ConfigError, ImageFileError, ModelNotFoundError
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 # The shipped model test_single.py uses when --model is not given, by input kind.
 DEFAULT_MODELS = {"general": "general", "cryo": "cryoem", "cryo_halves": "cryoem_n2n", "tomogram": "cryoet_n2n"}
-CRYO_EXTENSIONS = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
 
 
 def train(config: Optional[TrainConfig] = None, export: bool = True, **fields):
@@ -39,7 +38,9 @@ def default_model_path(input_path: Optional[str] = None, halves: bool = False) -
     """The shipped model for an input file: the cryo-EM model for MRC files if shipped, its
     Noise2Noise sibling for MRC files given with their other halves (even/odd sums), and the 3D
     Noise2Noise tomogram model for MRC volumes (tomograms), with or without their halves."""
-    cryo = input_path is not None and input_path.lower().endswith(CRYO_EXTENSIONS)
+    from n2s_tf import io
+
+    cryo = input_path is not None and input_path.lower().endswith(io.MRC_EXTENSIONS)
     kinds = ((("cryo_halves",) if halves else ()) + ("cryo", "general")) if cryo else ("general",)
     if cryo and _is_volume(input_path):
         kinds = ("tomogram",) + kinds
@@ -51,8 +52,8 @@ def default_model_path(input_path: Optional[str] = None, halves: bool = False) -
 
 
 def _is_volume(path) -> bool:
-    """Whether an existing image file holds a volume; False for a missing or unreadable one
-    (reading it later says what is wrong)."""
+    """Whether an existing MRC file holds a volume, from its header; False for a missing or
+    unreadable one (reading it later says what is wrong)."""
     from n2s_tf import io
 
     try:
