@@ -6,7 +6,9 @@
         --defocus=0.8,2.5 --ice_nm=0,60 --seed=200 --out=runs/cryo_movies     # about 10 min
 
 Without --detectors: one 1024x1024 micrograph per SNR of randomly oriented copies of the
-atomic model (CTF at --defocus, 1.5 A/px, white noise), as in bench/cryo.py. With
+atomic model (CTF at --defocus, 1.5 A/px, white noise or the filtered noise of --noise_lag1), as
+in bench/cryo.py, with a second noise draw of the same SNR: --out/even and --out/odd hold the
+Noise2Noise pair. With
 --detectors: --count micrographs from counting-detector movies (synthetic.simulate_movie,
 one of synthetic.DETECTORS each, from white to correlated noise), whose even/odd frame sums
 also go to --out/even and --out/odd (Noise2Noise pairs). Micrograph i uses seed --seed + i,
@@ -38,6 +40,8 @@ flags.DEFINE_integer("count", None, "micrographs to write (default: one per SNR)
 flags.DEFINE_integer("frames", 24, "movie frames (--detectors); the dose is 40 e/A^2 in all")
 flags.DEFINE_string("defocus", "1.5", "defocus in micrometres, or a range lo,hi drawn uniformly")
 flags.DEFINE_string("ice_nm", "0", "ice thickness in nm (--detectors), or a range lo,hi")
+flags.DEFINE_string("noise_lag1", "0", "without --detectors: lag-1 autocorrelation(s) of the noise "
+                    "(synthetic.correlated_noise), comma-separated, micrograph i gets value i (cycled)")
 flags.DEFINE_integer("seed", 100, "seed of the first micrograph")
 flags.DEFINE_integer("size", 1024, "micrograph side in pixels")
 flags.DEFINE_integer("particles", 40, "particles per micrograph")
@@ -61,6 +65,9 @@ def main(argv):
     from n2s_tf import synthetic
 
     snrs = numbers("snrs", FLAGS.snrs)
+    lags = numbers("noise_lag1", FLAGS.noise_lag1)
+    if not all(0 <= lag < 2**-0.5 for lag in lags):
+        raise ConfigError(f"--noise_lag1={FLAGS.noise_lag1!r}: each value must lie in [0, 0.707)")
     defocus = numbers("defocus", FLAGS.defocus, (1, 2))
     ice = numbers("ice_nm", FLAGS.ice_nm, (1, 2))
     detectors = [d for d in FLAGS.detectors.split(",") if d]
@@ -73,7 +80,7 @@ def main(argv):
         raise ConfigError(f"--pdb={missing[0] if missing else FLAGS.pdb}: no such file")
     models = {p: synthetic.read_atoms(p) for p in paths}
     count = FLAGS.count or len(snrs)
-    folders = ["clean"] + (["even", "odd"] if detectors else [])
+    folders = ["clean", "even", "odd"]
     for folder in folders:
         os.makedirs(os.path.join(FLAGS.out, folder), exist_ok=True)
     for i in range(count):
@@ -91,8 +98,13 @@ def main(argv):
                                            **synthetic.DETECTORS[detector], **options)
             name = f"mic{i:03d}_{os.path.splitext(os.path.basename(path))[0]}_{detector}_snr{snr:g}"
         else:
-            mic = synthetic.simulate_micrograph(models[path], (FLAGS.size, FLAGS.size), **options)
+            lag = lags[i % len(lags)]
+            mic = synthetic.simulate_micrograph(models[path], (FLAGS.size, FLAGS.size), pair=True, noise_lag1=lag,
+                                                **options)
+            # Two noise draws of the same micrograph at the same SNR: a Noise2Noise pair.
+            mic["even"], mic["odd"] = mic["noisy"], mic["noisy_b"]
             name = f"snr{snr:g}" if count == len(snrs) and len(paths) == 1 else f"mic{i:03d}_snr{snr:g}"
+            name += f"_lag{lag:g}" if len(lags) > 1 else ""
         np.save(os.path.join(FLAGS.out, f"{name}.npy"), mic["noisy"])
         for folder in folders:
             np.save(os.path.join(FLAGS.out, folder, f"{name}.npy"), mic[folder])
