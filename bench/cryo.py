@@ -53,7 +53,7 @@ TRAINED = ("n2n", "n2v", "n2s", "n2sp", "n2sp_whiten", "supervised")
 TRAIN_OPTIONS = {"n2sp_whiten": dict(model="n2sp", whiten="auto"), "supervised": dict(model="n2t")}
 SUPERVISED_MICROGRAPHS = 4  # training micrographs of the supervised row, seeds --seed + 1000 + k
 SHIPPED = {"cryoem": "cryoem", "cryoem_tta": "cryoem", "cryoem_nowhiten": "cryoem", "cryoem_adapt": "cryoem",
-           "general": "general"}  # method -> shipped model name
+           "cryoem_n2n": "cryoem_n2n", "general": "general"}  # method -> shipped model name
 SHIPPED_OPTIONS = {"cryoem_tta": {"tta": True}, "cryoem_nowhiten": {"whiten": False}}  # api.denoise options
 PEERS = ("topaz", "careamics_n2v", "careamics_structn2v")
 HALVES = ("n2n_halves",)  # a Noise2Noise model (--n2n_model) on even/odd halves of the dose

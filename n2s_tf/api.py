@@ -23,7 +23,7 @@ from n2s_tf.errors import ConfigError, ImageFileError, ModelNotFoundError
 # The shipped models are package data: the same path in a checkout and in an installed wheel.
 SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
 # The shipped model test_single.py uses when --model is not given, by input kind.
-DEFAULT_MODELS = {"general": "general", "cryo": "cryoem", "cryo_halves": "cryoem_n2n", "tomogram": "cryoet_n2n"}
+DEFAULT_MODELS = {"general": "general", "cryo": "cryoem_n2n", "tomogram": "cryoet_n2n"}
 
 
 def train(config: Optional[TrainConfig] = None, export: bool = True, **fields):
@@ -34,14 +34,14 @@ def train(config: Optional[TrainConfig] = None, export: bool = True, **fields):
     return run(config, export=export)
 
 
-def default_model_path(input_path: Optional[str] = None, halves: bool = False) -> str:
-    """The shipped model for an input file: the cryo-EM model for MRC files if shipped, its
-    Noise2Noise sibling for MRC files given with their other halves (even/odd sums), and the 3D
-    Noise2Noise tomogram model for MRC volumes (tomograms), with or without their halves."""
+def default_model_path(input_path: Optional[str] = None) -> str:
+    """The shipped model for an input file: the Noise2Noise micrograph model for MRC files (one
+    micrograph, or even/odd sums with their other halves) and the 3D Noise2Noise tomogram model
+    for MRC volumes (tomograms), with or without their halves; else the general model."""
     from n2s_tf import io
 
     cryo = input_path is not None and input_path.lower().endswith(io.MRC_EXTENSIONS)
-    kinds = ((("cryo_halves",) if halves else ()) + ("cryo", "general")) if cryo else ("general",)
+    kinds = ("cryo", "general") if cryo else ("general",)
     if cryo and _is_volume(input_path):
         kinds = ("tomogram",) + kinds
     for kind in kinds:

@@ -220,9 +220,9 @@ def test_mrc_volumes_get_the_shipped_tomogram_model(tmp_path):
         mrc.set_image_stack()
     tomogram = os.path.join("models", "cryoet_n2n")
     assert api.default_model_path(str(tmp_path / "t.mrc")).endswith(tomogram)
-    assert api.default_model_path(str(tmp_path / "t.mrc"), halves=True).endswith(tomogram)
-    assert api.default_model_path(str(tmp_path / "stack.mrc")).endswith(os.path.join("models", "cryoem"))
-    assert api.default_model_path(str(tmp_path / "missing.rec")).endswith(os.path.join("models", "cryoem"))
+    micrograph = os.path.join("models", "cryoem_n2n")
+    assert api.default_model_path(str(tmp_path / "stack.mrc")).endswith(micrograph)
+    assert api.default_model_path(str(tmp_path / "missing.rec")).endswith(micrograph)
 
     # The single-tomogram route as the README gives it: no halves, no --model.
     result = run("test_single.py", f"--input={tmp_path / 't.mrc'}", f"--output={tmp_path / 't_dn.rec'}")

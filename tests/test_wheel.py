@@ -65,18 +65,14 @@ def test_the_wheel_carries_the_shipped_models(installed):
     python, _, env, work = installed
     result = _run([str(python), "-c", "import n2s_tf, n2s_tf.api as a; print(n2s_tf.__file__); "
                    "print(a.default_model_path()); print(a.default_model_path('x.mrc')); "
-                   "print(a.default_model_path('x.mrc', halves=True)); "
-                   "print(a.default_model_path('x.png', halves=True)); "
                    "print(','.join(sorted(p.name for p in a.SHIPPED_MODELS.iterdir() "
                    "if any(p.glob('*/saved_model.pb')))))"],
                   env=env, cwd=work)
-    package, general, cryo, cryo_halves, other_halves, shipped = result.stdout.split()
+    package, general, cryo, shipped = result.stdout.split()
     venv_dir = str(work / "venv")
     assert package.startswith(venv_dir) and not package.startswith(ROOT), package
     assert general.startswith(venv_dir) and general.endswith(os.path.join("models", "general"))
-    assert cryo.startswith(venv_dir) and cryo.endswith(os.path.join("models", "cryoem"))
-    assert cryo_halves.startswith(venv_dir) and cryo_halves.endswith(os.path.join("models", "cryoem_n2n"))
-    assert other_halves == general
+    assert cryo.startswith(venv_dir) and cryo.endswith(os.path.join("models", "cryoem_n2n"))
     assert shipped.split(",") == ["cryoem", "cryoem_n2n", "cryoet_n2n", "general"], shipped
 
 
@@ -96,6 +92,6 @@ def test_n2s_denoise_runs_from_the_wheel_outside_the_checkout(installed):
         mrc.set_data(rng.normal(100, 10, (48, 56)).astype(np.float32))
     result = _run([str(bin_dir / "n2s-denoise"), "--input=tiny.mrc"], env=env, cwd=cwd)
     model_line = next(line for line in result.stderr.splitlines() if line.startswith("model:"))
-    assert str(work / "venv") in model_line and os.sep + "cryoem" + os.sep in model_line, model_line
+    assert str(work / "venv") in model_line and os.sep + "cryoem_n2n" + os.sep in model_line, model_line
     with mrcfile.open(str(cwd / "tiny_denoised.mrc")) as mrc:
         assert mrc.data.shape == (48, 56)

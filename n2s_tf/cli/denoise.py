@@ -95,7 +95,7 @@ def _denoise_all(jobs, label, many):
     pending = [job for job in jobs if not (FLAGS.skip_existing and job.complete())]
     model = None
     if pending:
-        model = api.load_model(FLAGS.model or api.default_model_path(pending[0].source, halves=bool(FLAGS.input_b)),
+        model = api.load_model(FLAGS.model or api.default_model_path(pending[0].source),
                                precision=FLAGS.precision)
         print(f"model: {model.path} ({model.metadata['method']} on {model.metadata['network']}, "
               f"{model.metadata['steps']} steps, {model.precision})", file=sys.stderr)
