@@ -12,6 +12,7 @@ model folder ModelFileError, both one line (n2s_tf.errors).
 import math
 import numbers
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -101,7 +102,8 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     RepairedPixelsWarning saying how many (see inference.denoise_array).
     `adapt_steps` > 0 first fine-tunes a copy of the model on this image, self-supervised.
     `calibrate` mixes the prediction with the image per Fourier ring, weights from the image
-    itself (`n2s_tf.calibration`; white noise only; twice the prediction time).
+    itself (`n2s_tf.calibration`; twice the prediction time). It assumes white noise: on
+    correlated noise that is not whitened it is skipped, with a warning.
     `whiten`: True whitens the image with its own noise spectrum before all of that and
     re-colours the result (`n2s_tf.whitening`; adaptation and calibration then see white
     noise); "auto" does so for a blind-spot model (or with adaptation) when `n2s_tf.noise`
@@ -155,12 +157,18 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
         whiten = True  # trained on whitened images (train.py --whiten=on): denoise them so
     if whiten is not False and not all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
+    from n2s_tf.noise import correlated_spectra
+
     spectra = None  # the verdict's spectra, reused by the whitening
     if whiten == "auto":
-        from n2s_tf.noise import correlated_spectra
-
         spectra = correlated_spectra(image, model.ndim)
         whiten = spectra is not None
+    elif calibrate and not whiten and correlated_spectra(image, model.ndim) is not None:
+        # Calibration's noise power comes from the outer rings, which only white noise makes
+        # right; on correlated noise it would mix in far too much of the input.
+        warnings.warn("calibration skipped: the noise is correlated and calibration assumes white noise",
+                      UserWarning, stacklevel=2)
+        calibrate = False
     if whiten:
         from n2s_tf.whitening import denoise_whitened
 

@@ -160,3 +160,16 @@ def summary_line(report, axis_names=None):
     lags = "  ".join(f"{names[a]} " + "/".join(f"{v:.2f}" for v in vals) for a, vals in report["lags"].items())
     return (f"noise {report['verdict']}: autocorrelation at lags 1/2/3 {lags}; "
             f"power 0.1/0.5 cycles/px {report['power_ratio']:.1f}x")
+
+
+def recorrupted_pair(image, noise_std, rng=None):
+    """A Noise2Noise pair from one image with white Gaussian noise of std `noise_std`:
+    image + noise_std z and image - noise_std z, z standard normal (float32; Pang et al.'s
+    Recorrupted-to-Recorrupted). For noise n of that std the two noises n + s z and n - s z are
+    uncorrelated, so independent when Gaussian: the same signal with independent noise of twice
+    the variance each, as two halves of a dose have. A real micrograph with white noise (its
+    verdict) then trains Noise2Noise alongside simulated movies; `calibration.white_noise_power`
+    gives noise_std^2."""
+    image = np.asarray(image, np.float32)
+    z = np.float32(noise_std) * np.random.default_rng(rng).standard_normal(image.shape).astype(np.float32)
+    return image + z, image - z

@@ -106,6 +106,23 @@ def test_api_whitens_correlated_noise_for_blind_spot_models_only(blind_spot_expo
         n2s_tf.denoise(white, blind, whiten="yes")
 
 
+def test_calibration_is_skipped_with_a_warning_on_correlated_noise_it_does_not_whiten(blind_spot_export):
+    import warnings
+
+    import n2s_tf
+
+    supervised = n2s_tf.load_model(blind_spot_export[1])
+    correlated = (synthetic.correlated_noise((128, 128), 0.6, rng=4) * 5 + 100).astype(np.float32)
+    white = (np.random.default_rng(5).normal(100, 5, (128, 128))).astype(np.float32)
+    with pytest.warns(UserWarning, match="calibration skipped: the noise is correlated"):
+        skipped = n2s_tf.denoise(correlated, supervised, calibrate=True)
+    assert np.array_equal(skipped, n2s_tf.denoise(correlated, supervised))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # white noise: calibrated, no warning
+        calibrated = n2s_tf.denoise(white, supervised, calibrate=True)
+    assert not np.allclose(calibrated, n2s_tf.denoise(white, supervised), atol=1e-3)
+
+
 def test_cli_reports_noise_and_warns_when_whitening_is_off(tmp_path, blind_spot_export):
     from test_cli import run
 
