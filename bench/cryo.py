@@ -9,8 +9,8 @@ For each SNR one micrograph of randomly oriented copies of the PDB model is simu
 lag 1, as detector blur and Fourier cropping give; synthetic.correlated_noise); with an
 independent second noise draw for N2N, like the even/odd frame sums of a movie).
 
-    python bench/cryo.py --noise_lag1=0.6 --methods=gaussian2,cryoem_nowhiten,cryoem,cryoem_tta,topaz \
-        --out=runs/cryo_lag0.6                              # correlated noise: about 15 min
+    python bench/cryo.py --noise_lag1=0.6 --methods=gaussian2,cryoem_n2n,n2n_halves,cryoem,topaz \
+        --out=runs/cryo_lag0.6                              # correlated noise: about 2 min
 
 The column resid_lag1 is the autocorrelation at lag 1 of each residual (input - output), measured
 as n2s_tf.noise measures an image's noise; on the noisy row it is that of the true noise
@@ -21,8 +21,10 @@ correlated as the noise. Methods, all scored standardized against the clean imag
   noisy image alone; n2sp_whiten: n2sp with train.py --whiten=auto, the correlated-noise
   method), --steps each; supervised: n2t on SUPERVISED_MICROGRAPHS other micrographs of the
   same simulation (same noise, other seeds) and their clean images, the upper bound;
-- the shipped cryo-EM model as it is (cryoem: test_single.py's defaults, which whiten
-  correlated noise), with 8-fold test-time augmentation (cryoem_tta), without whitening
+- cryoem_n2n: the shipped Noise2Noise micrograph model on the whole micrograph,
+  test_single.py's default for MRC micrographs;
+- the shipped self-supervised cryo-EM model as it is (cryoem: whitening correlated noise,
+  as test_single.py does for it), with 8-fold test-time augmentation (cryoem_tta), without whitening
   (cryoem_nowhiten), after --adapt_steps of self-supervised fine-tuning on the micrograph
   (cryoem_adapt), and the shipped general model (general);
 - n2n_halves: a Noise2Noise model (--n2n_model, default the shipped cryoem_n2n) on two
