@@ -10,7 +10,7 @@ lag 1, as detector blur and Fourier cropping give; synthetic.correlated_noise); 
 independent second noise draw for N2N, like the even/odd frame sums of a movie).
 
     python bench/cryo.py --noise_lag1=0.6 --methods=gaussian2,cryoem_n2n,n2n_halves,cryoem,topaz \
-        --out=runs/cryo_lag0.6                              # correlated noise: about 2 min
+        --out=runs/cryo_lag0.6                              # correlated noise, a few minutes
 
 The column resid_lag1 is the autocorrelation at lag 1 of each residual (input - output), measured
 as n2s_tf.noise measures an image's noise; on the noisy row it is that of the true noise
