@@ -10,7 +10,8 @@ scored standardized against its clean image: PSNR, FRC-AUC and the residual's la
 autocorrelation. Methods: `n2s_tf` (test_single.py's default model for an MRC micrograph), Topaz-
 Denoise's pretrained model, CAREamics Noise2Void trained --steps on the micrograph (the peers run
 in their own venv, bench/peers.py). Writes panels.png (a --crop pixel crop at --crop_at, binned
---bin x --bin, each at mean +- 3 std), metrics.json and the outputs (.npy) to --out.
+--bin x --bin, each at mean +- 3 std), metrics.json and each method's output (.npy) and row
+(.json) to --out; run again, it keeps the methods already there (delete them to redo one).
 """
 
 import json
@@ -74,8 +75,8 @@ def denoise(method, noisy, work):
     np.save(source, noisy)
     if method == "topaz":
         peers.run_peer("topaz_denoise", inputs=source, outputs=target)
-    else:
-        peers.run_peer("careamics_n2v", inputs=source, outputs=target, steps=FLAGS.steps)
+    else:  # CAREamics predicts whole images only at sides divisible by 4: tiles, as bench/speed.py
+        peers.run_peer("careamics_n2v", inputs=source, outputs=target, steps=FLAGS.steps, tile=256)
     return np.load(target), time.perf_counter() - start
 
 
@@ -107,13 +108,21 @@ def main(argv):
         corner = tuple(max((n - FLAGS.crop) // 2, 0) for n in noisy.shape)
     panels, rows = {"raw": noisy}, []
     for method in methods:
-        out, seconds = denoise(method, noisy, FLAGS.out)
-        np.save(os.path.join(FLAGS.out, f"{method}.npy"), out)
-        row = dict(method=method, seconds=round(seconds, 1),
-                   resid_lag1=round(noise.noise_report(noisy - out)["lag1"], 3))
-        if clean is not None:
-            scores = evaluate.score(clean, out)
-            row.update(psnr=round(scores["psnr"], 2), mean_frc=round(scores["mean_frc"], 4))
+        output, saved_row = (os.path.join(FLAGS.out, f"{method}{ext}") for ext in (".npy", ".json"))
+        if os.path.exists(output) and os.path.exists(saved_row):  # a rerun after a failure: kept
+            out = np.load(output)
+            with open(saved_row) as f:
+                row = json.load(f)
+        else:
+            out, seconds = denoise(method, noisy, FLAGS.out)
+            row = dict(method=method, seconds=round(seconds, 1),
+                       resid_lag1=round(noise.noise_report(noisy - out)["lag1"], 3))
+            if clean is not None:
+                scores = evaluate.score(clean, out)
+                row.update(psnr=round(scores["psnr"], 2), mean_frc=round(scores["mean_frc"], 4))
+            np.save(output, out)
+            with open(saved_row, "w") as f:
+                json.dump(row, f)
         rows.append(row)
         panels[method] = out
         print(json.dumps(row), flush=True)
