@@ -155,7 +155,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
         whiten = False
     if whiten == "auto" and model.metadata.get("config", {}).get("whiten") in (True, "on"):
         whiten = True  # trained on whitened images (train.py --whiten=on): denoise them so
-    if whiten is not False and not all_finite(image):
+    if (whiten is not False or calibrate) and not all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
     from n2s_tf.noise import correlated_spectra
 
