@@ -61,18 +61,18 @@ def micrograph():
     return io.read_image(FLAGS.input).data[..., 0].astype(np.float32), None, os.path.basename(FLAGS.input)
 
 
-def denoise(method, noisy, work):
-    """The method's output for `noisy` and its wall seconds (CAREamics: training included)."""
+def denoise(method, noisy, source, work):
+    """The method's output for `noisy` (saved at `source` for the peers) and its wall seconds
+    (CAREamics: training included)."""
     import peers
 
     from n2s_tf import api
 
     start = time.perf_counter()
     if method == "n2s_tf":
-        out = api.denoise(noisy, api.default_model_path("micrograph.mrc"))
+        out = api.denoise(noisy, str(api.SHIPPED_MODELS / api.DEFAULT_MODELS["cryo"]))
         return out, time.perf_counter() - start
-    source, target = os.path.join(work, "noisy.npy"), os.path.join(work, f"{method}.npy")
-    np.save(source, noisy)
+    target = os.path.join(work, f"{method}.npy")
     if method == "topaz":
         peers.run_peer("topaz_denoise", inputs=source, outputs=target)
     else:  # CAREamics predicts whole images only at sides divisible by 4: tiles, as bench/speed.py
@@ -106,6 +106,8 @@ def main(argv):
         corner = tuple(int(v) for v in FLAGS.crop_at.split(","))
     else:
         corner = tuple(max((n - FLAGS.crop) // 2, 0) for n in noisy.shape)
+    source = os.path.join(FLAGS.out, "noisy.npy")  # the peers' input, written once
+    np.save(source, noisy)
     panels, rows = {"raw": noisy}, []
     for method in methods:
         output, saved_row = (os.path.join(FLAGS.out, f"{method}{ext}") for ext in (".npy", ".json"))
@@ -114,7 +116,7 @@ def main(argv):
             with open(saved_row) as f:
                 row = json.load(f)
         else:
-            out, seconds = denoise(method, noisy, FLAGS.out)
+            out, seconds = denoise(method, noisy, source, FLAGS.out)
             row = dict(method=method, seconds=round(seconds, 1),
                        resid_lag1=round(noise.noise_report(noisy - out)["lag1"], 3))
             if clean is not None:
