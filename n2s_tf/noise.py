@@ -13,6 +13,12 @@ the signal of a micrograph outweighs the noise even then, so the spectrum there 
 by its median on the ring just above (flat: the MTF, a Fourier crop and interpolation are
 all flat near zero frequency). The autocorrelation is the inverse FFT of that spectrum,
 normalized at lag 0, so it describes the noise and not the signal.
+
+The verdict white / correlated reads the same periodograms above VERDICT_CUT only (flat
+below it): a detector's colour is strongest there, and there the signal lies under the noise
+in a micrograph and in most natural images, whose edges and textures between LOW_CUT and
+VERDICT_CUT would otherwise read as correlated noise (and have a blind-spot model whiten a
+photograph with white noise).
 """
 
 import math
@@ -23,9 +29,12 @@ TILE = {2: 64, 3: 32}
 LOW_CUT = 0.125  # cycles/pixel: below it the micrograph's signal dominates the spectrum
 MIN_TILE = 8  # smaller images (or axes) are refused: too few lags and frequencies to tell
 MAX_TILES = 512  # periodograms combined at most (evenly spread tiles); bounds the cost on 4k images
-# |autocorrelation at lag 1| above this along any axis: the noise is "correlated". White noise on
-# a 1024 px micrograph gives about 0.01; the blind-spot methods start to pass noise well above it.
-CORRELATED_LAG1 = 0.1
+# The verdict's spectrum is flat below this (cycles/pixel); see the module docstring.
+VERDICT_CUT = 0.25
+# |lag-1 autocorrelation| of that spectrum above which, along any axis, the noise is "correlated".
+# It reads about 0.8 of the noise's whole lag 1 (filtered noise of lag 1 0.3 gives about 0.24),
+# white noise about 0.01; a photograph's edges add to it as its noise gets weaker.
+CORRELATED_LAG1 = 0.15
 # Fewer pixels than this: verdict "unknown" (one tile's lag-1 estimate is too noisy to tell; on
 # 128 x 128 pixels of white noise its spread is about 0.01, a tenth of CORRELATED_LAG1).
 MIN_VERDICT_PIXELS = 128 * 128
@@ -74,6 +83,11 @@ def noise_spectrum(image, ndim=None, tile=None, low_cut=LOW_CUT, max_tiles=MAX_T
     the grid is the noise variance (for white noise of variance v every bin is about v).
     low_cut=0 keeps the measured spectrum at all frequencies (no signal in the image).
     """
+    return flat_below(tile_spectrum(image, ndim, tile, max_tiles), low_cut)
+
+
+def tile_spectrum(image, ndim=None, tile=None, max_tiles=MAX_TILES):
+    """The median of the tiles' periodograms over ln 2 (noise_spectrum before its low cut)."""
     planes, ndim = _as_planes(image, ndim)
     tile = min(tile or TILE[ndim], *planes.shape[1:])
     if tile < MIN_TILE:
@@ -83,12 +97,17 @@ def noise_spectrum(image, ndim=None, tile=None, low_cut=LOW_CUT, max_tiles=MAX_T
     window = _hann(tile, ndim)
     tiles = (tiles - tiles.mean(axis=axes, keepdims=True)) * window
     periodograms = np.abs(np.fft.fftn(tiles, axes=axes)) ** 2 / np.sum(window**2)
-    spectrum = np.median(periodograms, axis=0) / math.log(2) if len(tiles) > 2 else periodograms.mean(0)
-    if low_cut > 0:
-        radius = frequency_radius(spectrum.shape)
-        ring = (radius >= low_cut) & (radius < low_cut + 2.0 / tile)
-        spectrum = np.where(radius < low_cut, np.median(spectrum[ring]), spectrum)
-    return spectrum
+    return np.median(periodograms, axis=0) / math.log(2) if len(tiles) > 2 else periodograms.mean(0)
+
+
+def flat_below(spectrum, low_cut):
+    """The spectrum with every bin below `low_cut` cycles/px set to its median on the ring
+    just above (2 bins wide); unchanged for low_cut 0."""
+    if low_cut <= 0:
+        return spectrum
+    radius = frequency_radius(spectrum.shape)
+    ring = (radius >= low_cut) & (radius < low_cut + 2.0 / spectrum.shape[0])
+    return np.where(radius < low_cut, np.median(spectrum[ring]), spectrum)
 
 
 def radial_profile(spectrum, bins=None):
@@ -122,24 +141,28 @@ def axis_lags(acf, lags=LAGS):
     return out
 
 
-def noise_report(image, ndim=None, **spectrum_options):
+def noise_report(image, ndim=None, tile=None, low_cut=LOW_CUT, max_tiles=MAX_TILES):
     """Characterize the noise of one image: a dict with
 
-    spectrum (tile grid), radial (frequencies, power), lags {axis: [lag 1, 2, 3]},
-    lag1 (largest |lag-1| over axes), verdict "white" or "correlated" (lag1 > CORRELATED_LAG1;
-    "unknown" for images of fewer than MIN_VERDICT_PIXELS pixels),
-    power_ratio (radial power near 0.1 over near 0.5 cycles/px, how much the spectrum falls).
+    spectrum (tile grid, `noise_spectrum`), radial (frequencies, power), lags {axis: [lag 1,
+    2, 3]}, lag1 (largest |lag-1| over axes), verdict_lag1 (the same of the spectrum flat
+    below VERDICT_CUT), verdict "white" or "correlated" (verdict_lag1 > CORRELATED_LAG1;
+    "unknown" for images of fewer than MIN_VERDICT_PIXELS pixels), power_ratio (radial power
+    near 0.1 over near 0.5 cycles/px, how much the spectrum falls).
     """
-    spectrum = noise_spectrum(image, ndim, **spectrum_options)
+    measured = tile_spectrum(image, ndim, tile, max_tiles)
+    spectrum = flat_below(measured, low_cut)
     lags = axis_lags(autocorrelation(spectrum))
     lag1 = max(abs(v[0]) for v in lags.values())
+    verdict_lag1 = max(abs(v[0]) for v in axis_lags(autocorrelation(
+        flat_below(measured, max(low_cut, VERDICT_CUT))), lags=(1,)).values())
     freqs, power = radial_profile(spectrum)
     ratio = float(np.interp(0.1, freqs, power) / max(np.interp(0.5, freqs, power), 1e-30))
-    verdict = "correlated" if lag1 > CORRELATED_LAG1 else "white"
+    verdict = "correlated" if verdict_lag1 > CORRELATED_LAG1 else "white"
     if np.size(image) < MIN_VERDICT_PIXELS:
         verdict = "unknown"
     return {"spectrum": spectrum, "radial": (freqs, power), "lags": lags, "lag1": lag1,
-            "verdict": verdict, "power_ratio": ratio}
+            "verdict_lag1": verdict_lag1, "verdict": verdict, "power_ratio": ratio}
 
 
 def correlated_spectra(image, ndim):
@@ -155,11 +178,13 @@ def correlated_spectra(image, ndim):
 
 
 def summary_line(report, axis_names=None):
-    """One line: verdict, lags 1-3 per axis, radial power fall from 0.1 to 0.5 cycles/px."""
+    """One line: verdict, lags 1-3 per axis, radial power fall from 0.1 to 0.5 cycles/px, and
+    the lag 1 the verdict reads (above VERDICT_CUT)."""
     names = axis_names or ("zyx"[-len(report["lags"]):])
     lags = "  ".join(f"{names[a]} " + "/".join(f"{v:.2f}" for v in vals) for a, vals in report["lags"].items())
     return (f"noise {report['verdict']}: autocorrelation at lags 1/2/3 {lags}; "
-            f"power 0.1/0.5 cycles/px {report['power_ratio']:.1f}x")
+            f"power 0.1/0.5 cycles/px {report['power_ratio']:.1f}x; "
+            f"lag 1 above {VERDICT_CUT} cycles/px {report['verdict_lag1']:.2f}")
 
 
 def recorrupted_pair(image, noise_std, rng=None):

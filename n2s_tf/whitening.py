@@ -128,7 +128,8 @@ def graph_gain(image, auto=True, tile=noise.TILE[2], low_cut=noise.LOW_CUT, max_
 
     The same steps as the numpy functions (tiles, Hann window, median, flat low-cut, tapered
     autocovariance embedded in the image grid, floor), so TF Serving whitens as api.denoise does.
-    auto=True returns ones when the noise is white (|lag 1| <= threshold along both axes).
+    auto=True returns ones when the noise is white (noise.noise_report's verdict: |lag 1| of the
+    spectrum flat below noise.VERDICT_CUT at most `threshold` along both axes).
     """
     import tensorflow as tf
 
@@ -159,11 +160,17 @@ def _graph_gain(image, auto, tile, low_cut, max_tiles, floor, threshold):
                        lambda: tf.reduce_mean(periodograms, axis=0))
     f = _tf_fftfreq(t)
     radius = tf.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
-    if low_cut > 0:
-        tf_t = tf.cast(t, tf.float32)
-        ring = tf.boolean_mask(spectrum, (radius >= low_cut) & (radius < low_cut + 2.0 / tf_t))
-        spectrum = tf.where(radius < low_cut, _tf_median(ring), spectrum)
-    acov = tf.math.real(tf.signal.ifft2d(tf.complex(spectrum, 0.0)))
+
+    def flat_below(cut):  # noise.flat_below
+        if cut <= 0:
+            return spectrum
+        ring = tf.boolean_mask(spectrum, (radius >= cut) & (radius < cut + 2.0 / tf.cast(t, tf.float32)))
+        return tf.where(radius < cut, _tf_median(ring), spectrum)
+
+    def autocovariance(power):
+        return tf.math.real(tf.signal.ifft2d(tf.complex(power, 0.0)))
+
+    acov = autocovariance(flat_below(low_cut))
     half = t // 2
     # Lags -half+1 .. half-1 in a (2 half - 1)^2 window, tapered, then put at their places mod (H, W).
     lags = tf.range(-half + 1, half)
@@ -176,8 +183,9 @@ def _graph_gain(image, auto, tile, low_cut, max_tiles, floor, threshold):
     power = tf.maximum(tf.math.real(tf.signal.rfft2d(full)), 0.0)
     mean = tf.reduce_mean(power)
     gain = tf.sqrt(mean / tf.maximum(power, floor * mean))
-    if auto:
-        lag1 = tf.maximum(tf.abs(acov[1, 0]), tf.abs(acov[0, 1])) / acov[0, 0]
+    if auto:  # noise.noise_report's verdict
+        verdict = autocovariance(flat_below(max(low_cut, noise.VERDICT_CUT)))
+        lag1 = tf.maximum(tf.abs(verdict[1, 0]), tf.abs(verdict[0, 1])) / verdict[0, 0]
         gain = tf.where(lag1 > threshold, gain, tf.ones_like(gain))
     return gain
 

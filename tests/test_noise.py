@@ -64,6 +64,32 @@ def test_sparse_smooth_signal_does_not_make_white_noise_correlated():
     assert report["verdict"] == "white" and report["lag1"] < 0.05
 
 
+def test_a_photographs_edges_do_not_make_its_white_noise_correlated():
+    """Edges and textures put power between LOW_CUT and VERDICT_CUT, which the lags of the
+    whole spectrum read as correlated noise; the verdict reads the spectrum above VERDICT_CUT."""
+    import skimage.data
+
+    clean = skimage.data.camera()[128:384, 128:384].astype(np.float64)
+    x = clean + np.random.default_rng(7).normal(0, 15, clean.shape)
+    report = noise.noise_report(x)
+    assert report["lag1"] > 0.15  # the whole spectrum's estimate
+    assert report["verdict_lag1"] < 0.1 and report["verdict"] == "white"
+
+
+@pytest.mark.parametrize("lag1", [0.3, 0.6])
+def test_filtered_noise_under_a_signal_is_correlated(lag1):
+    """Filtered noise of lag 1 0.3 or 0.6 under smooth blobs: the verdict's lag 1 is most of it."""
+    from n2s_tf import synthetic
+
+    rng = np.random.default_rng(2)
+    signal = np.zeros((512, 512))
+    signal[rng.integers(0, 512, 40), rng.integers(0, 512, 40)] = 300.0
+    x = ndimage.gaussian_filter(signal, 4) + synthetic.correlated_noise(signal.shape, lag1, rng=3)
+    report = noise.noise_report(x)
+    assert report["verdict"] == "correlated"
+    assert 0.7 * lag1 < report["verdict_lag1"] < lag1 < report["lag1"] + 0.05
+
+
 def test_volume_and_stack():
     kernel = [1.0, 1.0]  # lag 1: 0.5
     volume = filtered((64, 96, 96), kernel, axes=(0,))
@@ -87,9 +113,11 @@ def test_small_images_shrink_the_tile_and_tiny_ones_are_refused():
 
 def test_summary_line():
     x = filtered((256, 256), [0.4, 1.0, 0.4], axes=(0, 1))
-    line = noise.summary_line(noise.noise_report(x))
+    report = noise.noise_report(x)
+    line = noise.summary_line(report)
     assert line.startswith("noise correlated: autocorrelation at lags 1/2/3 y 0.")
     assert " x 0." in line and "cycles/px" in line
+    assert line.endswith(f"; lag 1 above {noise.VERDICT_CUT} cycles/px {report['verdict_lag1']:.2f}")
 
 
 def test_small_images_get_no_verdict():

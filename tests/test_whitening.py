@@ -160,6 +160,18 @@ def test_graph_gain_equals_numpy(shape):
     assert np.allclose(back, x, atol=1e-3)
 
 
+def test_graph_verdict_reads_the_spectrum_above_the_verdict_cut():
+    """A photograph with white noise, whose edges make the whole spectrum's lag 1 look correlated:
+    left alone in the graph as by noise_report's verdict."""
+    import skimage.data
+
+    clean = skimage.data.camera()[128:384, 128:384].astype(np.float32)
+    x = clean + np.random.default_rng(7).normal(0, 15, clean.shape).astype(np.float32)
+    report = noise.noise_report(x)
+    assert report["lag1"] > noise.CORRELATED_LAG1 and report["verdict"] == "white"
+    assert np.array_equal(whitening.graph_gain(x).numpy(), np.ones((256, 129)))
+
+
 def test_serving_signature_whitens_as_api_denoise(blind_spot_export):
     import n2s_tf
 
