@@ -48,7 +48,7 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from n2s_tf.cli.common import parse_network_args, run_main  # noqa: E402
+from n2s_tf.cli.common import auto_if_unset, parse_network_args, run_main  # noqa: E402
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 TRAINED = ("n2n", "n2v", "n2s", "n2sp", "n2sp_whiten", "supervised")
@@ -101,7 +101,8 @@ flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation
 flags.DEFINE_string("n2n_model", None, "n2n_halves: an exported Noise2Noise model (default: the shipped "
                                        "cryoem_n2n), run on two halves of the micrograph's dose (each at half "
                                        "its SNR, their own noise) by n2s_tf.denoise_halves")
-flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
+flags.DEFINE_boolean("calibrate", None, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate; "
+                     "unset: its default, blind-spot models on white noise of one level)")
 
 
 def parse_snrs(text):
@@ -148,7 +149,8 @@ def train_model(method, noisy_dir, other_dir, model_dir):
                        network_args=parse_network_args(FLAGS.network_args), batch_size=FLAGS.batch_size,
                        patch_size=(FLAGS.patch_size,) * 2, seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision,
                        checkpoint_every=steps, model_dir=model_dir)
-    return evaluate.model_denoiser(result["export_dir"], name=method, tta=FLAGS.tta, calibrate=FLAGS.calibrate)
+    return evaluate.model_denoiser(result["export_dir"], name=method, tta=FLAGS.tta,
+                                   calibrate=auto_if_unset(FLAGS.calibrate))
 
 
 def denoise_halves(clean, snr):
@@ -168,7 +170,7 @@ def shipped_denoiser(method):
 
     model = api.load_model(str(api.SHIPPED_MODELS / SHIPPED[method]), precision=FLAGS.precision)
     adapt = FLAGS.adapt_steps if method == "cryoem_adapt" else 0
-    options = dict(dict(tta=FLAGS.tta, calibrate=FLAGS.calibrate), **SHIPPED_OPTIONS.get(method, {}))
+    options = dict(dict(tta=FLAGS.tta, calibrate=auto_if_unset(FLAGS.calibrate)), **SHIPPED_OPTIONS.get(method, {}))
     return evaluate.model_denoiser(model, name=method, adapt_steps=adapt, adapt_method=FLAGS.adapt_method,
                                    **options)
 

@@ -34,7 +34,7 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from n2s_tf.cli.common import run_main  # noqa: E402
+from n2s_tf.cli.common import auto_if_unset, run_main  # noqa: E402
 from n2s_tf.errors import ConfigError  # noqa: E402
 
 IMAGES = ("camera", "astronaut", "coins", "chelsea", "coffee", "rocket", "moon", "brick")
@@ -62,7 +62,8 @@ flags.DEFINE_string("general_model", None, "general, general_adapt: exported mod
                                            "(default: the shipped general model)")
 flags.DEFINE_integer("adapt_steps", 200, "general_adapt: self-supervised fine-tuning steps on each image")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
-flags.DEFINE_boolean("calibrate", False, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate)")
+flags.DEFINE_boolean("calibrate", None, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate; "
+                     "unset: its default, blind-spot models on white noise of one level)")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
 flags.DEFINE_string("images", "default", "comma-separated image names (n2s_tf.data.sample_image), or "
                     "'default' (the eight), 'textures' (brick, gravel) or 'demo_outside' (natural images "
@@ -147,7 +148,9 @@ def train_n2s_tf(method, noisy_dir):
         seconds = time.perf_counter() - start
         with open(record, "w") as f:
             json.dump(dict(budget=budget, train_seconds=seconds), f)
-    return evaluate.model_denoiser(export, name=f"n2s_tf {method}", tta=FLAGS.tta, calibrate=FLAGS.calibrate), seconds
+    denoiser = evaluate.model_denoiser(export, name=f"n2s_tf {method}", tta=FLAGS.tta,
+                                       calibrate=auto_if_unset(FLAGS.calibrate))
+    return denoiser, seconds
 
 
 def shipped_denoiser(method):
@@ -156,8 +159,8 @@ def shipped_denoiser(method):
 
     model = api.load_model(FLAGS.general_model or str(api.SHIPPED_MODELS / "general"), precision="float32")
     adapt = FLAGS.adapt_steps if method == "general_adapt" else 0
-    return evaluate.model_denoiser(model, name=f"n2s_tf {method}", tta=FLAGS.tta, calibrate=FLAGS.calibrate,
-                                   adapt_steps=adapt)
+    return evaluate.model_denoiser(model, name=f"n2s_tf {method}", tta=FLAGS.tta,
+                                   calibrate=auto_if_unset(FLAGS.calibrate), adapt_steps=adapt)
 
 
 def run_careamics(triples, work):

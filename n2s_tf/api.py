@@ -89,7 +89,7 @@ def _check_tiling(tile, max_memory) -> None:
 
 def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_memory: Optional[float] = None,
             tta: bool = False, progress: bool = False, adapt_steps: int = 0,
-            adapt_method: str = "n2s", calibrate: bool = False, whiten="auto") -> np.ndarray:
+            adapt_method: str = "n2s", calibrate="auto", whiten="auto") -> np.ndarray:
     """Denoise one image (H, W[, C]) or volume (D, H, W[, C]); returns float32 in the input's units.
 
     The image is standardized by its own mean and std, predicted in tiles with enough
@@ -101,9 +101,12 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     NaN and Inf pixels are replaced by the median of their finite neighbours, with a
     RepairedPixelsWarning saying how many (see inference.denoise_array).
     `adapt_steps` > 0 first fine-tunes a copy of the model on this image, self-supervised.
-    `calibrate` mixes the prediction with the image per Fourier ring, weights from the image
-    itself (`n2s_tf.calibration`; twice the prediction time). It assumes white noise: on
-    correlated noise that is not whitened it is skipped, with a warning.
+    `calibrate`: True mixes the prediction with the image per Fourier ring, weights from the
+    image itself (`n2s_tf.calibration`; twice the prediction time). It assumes white noise: on
+    correlated noise that is not whitened it is skipped, with a warning. "auto" calibrates a
+    blind-spot model (or an adapted one) where the noise verdict is white and the noise level
+    the same at every brightness (`noise.homoscedastic`: not counting noise on a dark
+    background); False never.
     `whiten`: True whitens the image with its own noise spectrum before all of that and
     re-colours the result (`n2s_tf.whitening`; adaptation and calibration then see white
     noise); "auto" does so for a blind-spot model (or with adaptation) when `n2s_tf.noise`
@@ -130,8 +133,9 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
                          f"got an array of shape {image.shape}")
     if not all(image.shape):
         raise ConfigError(f"image is empty: shape {image.shape}")
-    if whiten not in ("auto", True, False):
-        raise ConfigError(f"whiten must be 'auto', True or False, got {whiten!r}")
+    for name, value in (("whiten", whiten), ("calibrate", calibrate)):
+        if value not in ("auto", True, False):
+            raise ConfigError(f"{name} must be 'auto', True or False, got {value!r}")
     if tile is None and max_memory is not None:
         memory = dict(max_memory=max_memory, bytes_per_pixel=model.metadata["bytes_per_pixel"])
     else:
@@ -151,19 +155,29 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     # Blind-spot models pass correlated noise through. The verdict is made for micrographs,
     # where noise outweighs the signal at high frequency; textured natural images can fool
     # it, and supervised models are left to what they learned (no pass over the image).
-    if whiten == "auto" and not blind_spot(model, adapt_steps):
+    blind = blind_spot(model, adapt_steps)
+    if whiten == "auto" and not blind:
         whiten = False
     if whiten == "auto" and model.metadata.get("config", {}).get("whiten") in (True, "on"):
         whiten = True  # trained on whitened images (train.py --whiten=on): denoise them so
+    if calibrate == "auto" and (not blind or whiten is True):
+        calibrate = False
     if (whiten is not False or calibrate) and not all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
-    from n2s_tf.noise import correlated_spectra
+    from n2s_tf.noise import channel_reports, correlated_spectra, homoscedastic
 
-    spectra = None  # the verdict's spectra, reused by the whitening
+    # The noise verdict of each channel, measured once; its spectra are reused by the whitening.
+    reports = channel_reports(image, model.ndim) if whiten == "auto" or calibrate else None
+    spectra = correlated_spectra(reports)
     if whiten == "auto":
-        spectra = correlated_spectra(image, model.ndim)
         whiten = spectra is not None
-    elif calibrate and not whiten and correlated_spectra(image, model.ndim) is not None:
+    if calibrate == "auto":
+        # A blind-spot network never sees the pixel it predicts, so it leaves unused the part of
+        # the input that calibration's mix puts back; that mix takes one noise power per image:
+        # noise white (a verdict, not "unknown") and of one level at every brightness.
+        calibrate = (not whiten and reports is not None and all(r["verdict"] == "white" for r in reports)
+                     and homoscedastic(image, model.ndim))
+    elif calibrate and not whiten and spectra is not None:
         # Calibration's noise power comes from the outer rings, which only white noise makes
         # right; on correlated noise it would mix in far too much of the input.
         warnings.warn("calibration skipped: the noise is correlated and calibration assumes white noise",

@@ -320,13 +320,13 @@ def _training_images(image, config) -> list:
     check_finite(image.data, image.source)
     arrays = list(image.data) if image.kind == "stack" else [image.data]
     if config.whiten != "off":
-        from n2s_tf.noise import correlated_spectra
+        from n2s_tf.noise import channel_reports, correlated_spectra
         from n2s_tf.whitening import whiten
 
         def whitened(array):  # "auto": only where the verdict is correlated, with its spectra
             if config.whiten == "on":
                 return whiten(array, config.ndim)
-            spectra = correlated_spectra(array, config.ndim)
+            spectra = correlated_spectra(channel_reports(array, config.ndim))
             return array if spectra is None else whiten(array, config.ndim, spectra)
 
         arrays = [whitened(array) for array in arrays]

@@ -39,6 +39,13 @@ CORRELATED_LAG1 = 0.15
 # 128 x 128 pixels of white noise its spread is about 0.01, a tenth of CORRELATED_LAG1).
 MIN_VERDICT_PIXELS = 128 * 128
 LAGS = (1, 2, 3)
+# noise_level_ratio: brightness groups, and the pixels measured at most (a central crop).
+LEVEL_BINS = 10
+LEVEL_PIXELS = 2**22
+# Largest noise_level_ratio of "homoscedastic" noise. Gaussian noise of sigma 15-50 on photographs
+# reads 1.1-1.7 (edges and textures add to the residual), counting noise of micrographs 1.0-1.6;
+# counting noise on a dark background, from 2 up to inf.
+HETEROSCEDASTIC_RATIO = 2.0
 
 
 def _as_planes(image, ndim):
@@ -165,14 +172,57 @@ def noise_report(image, ndim=None, tile=None, low_cut=LOW_CUT, max_tiles=MAX_TIL
             "verdict_lag1": verdict_lag1, "verdict": verdict, "power_ratio": ratio}
 
 
-def correlated_spectra(image, ndim):
-    """The noise spectrum of each channel of a (*spatial, C) image when any channel has
-    correlated noise (noise_report's verdict), else None (white, or too small to tell:
-    verdict "unknown"). Inference and training whiten on it, with these very spectra."""
+def noise_level_ratio(image, ndim=None, bins=LEVEL_BINS, max_pixels=LEVEL_PIXELS):
+    """How much the noise variance changes with the local brightness, from one image: the
+    largest over the smallest noise variance of `bins` equal groups of pixels sorted by their
+    local mean (a box of 5 pixels a side). A group's variance is (median |r| / 0.6745)^2, r the
+    residual of the discrete Laplacian scaled to unit gain on white noise: the median leaves out
+    the edges, a minority of any group. About 1 for Gaussian noise; for counting noise (variance
+    = mean) the ratio of the brightest group's mean to the darkest's, inf where the darkest holds
+    no noise at all. Images over max_pixels are measured on a central crop of that size.
+    """
+    from scipy import ndimage
+
+    planes, ndim = _as_planes(image, ndim)
+    spatial = planes.shape[1:]
+    side = max(2, int(max_pixels ** (1 / ndim)))
+    start = [max(0, (n - side) // 2) for n in spatial]
+    planes = planes[(slice(None),) + tuple(slice(a, a + side) for a in start)].astype(np.float64)
+    laplacian = np.zeros((1,) + (3,) * ndim)
+    centre = (0,) + (1,) * ndim
+    laplacian[centre] = -2.0 * ndim
+    for axis in range(1, ndim + 1):
+        for end in (0, 2):
+            laplacian[centre[:axis] + (end,) + centre[axis + 1:]] = 1.0
+    laplacian /= np.sqrt(np.sum(laplacian**2))
+    residual = np.abs(ndimage.convolve(planes, laplacian, mode="reflect")).ravel()
+    local = ndimage.uniform_filter(planes, (1,) + (5,) * ndim, mode="reflect").ravel()
+    groups = np.array_split(np.argsort(local, kind="stable"), bins)
+    variance = np.array([(np.median(residual[g]) / 0.6745) ** 2 for g in groups])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(variance.max() / variance.min()) if variance.max() > 0 else 1.0
+
+
+def homoscedastic(image, ndim):
+    """Whether the noise of every channel of a (*spatial, C) image keeps one level whatever the
+    brightness (`noise_level_ratio` at most HETEROSCEDASTIC_RATIO): what Fourier ring calibration's
+    one noise power per image assumes. Counting noise on a dark background (fluorescence) does not."""
+    return all(noise_level_ratio(image[..., c], ndim) <= HETEROSCEDASTIC_RATIO for c in range(image.shape[-1]))
+
+
+def channel_reports(image, ndim):
+    """noise_report of each channel of a (*spatial, C) image; None when it is too small to
+    measure (a side under MIN_TILE)."""
     if min(image.shape[:ndim]) < MIN_TILE:
         return None
-    reports = [noise_report(image[..., c], ndim) for c in range(image.shape[-1])]
-    if not any(report["verdict"] == "correlated" for report in reports):
+    return [noise_report(image[..., c], ndim) for c in range(image.shape[-1])]
+
+
+def correlated_spectra(reports):
+    """The noise spectrum of each channel (`channel_reports`) when any channel has correlated
+    noise, else None (white, too small to tell: "unknown", or no reports). Inference and
+    training whiten on it, with these very spectra."""
+    if not reports or not any(report["verdict"] == "correlated" for report in reports):
         return None
     return [report["spectrum"] for report in reports]
 

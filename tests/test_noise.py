@@ -90,6 +90,22 @@ def test_filtered_noise_under_a_signal_is_correlated(lag1):
     assert 0.7 * lag1 < report["verdict_lag1"] < lag1 < report["lag1"] + 0.05
 
 
+def test_noise_level_ratio_of_gaussian_and_counting_noise():
+    rng = np.random.default_rng(4)
+    assert noise.noise_level_ratio(rng.normal(size=(512, 512))) < 1.15
+    assert noise.noise_level_ratio(rng.normal(size=(48, 64, 64)), 3) < 1.15
+    # Counting noise on a ramp from 10 to 100 counts: variance = mean, so the ratio is the mean
+    # of the brightest tenth of the pixels over the darkest's, (95.5) / (14.5) by hand.
+    ramp = np.tile(np.linspace(10, 100, 512), (512, 1))
+    assert noise.noise_level_ratio(rng.poisson(ramp).astype(float)) == pytest.approx(95.5 / 14.5, rel=0.15)
+    dark = np.zeros((256, 256))
+    dark[:, 128:] = rng.poisson(50, (256, 128))
+    assert noise.noise_level_ratio(dark) == np.inf  # a background with no noise at all
+    assert noise.noise_level_ratio(np.ones((64, 64))) == 1.0
+    assert noise.homoscedastic(rng.normal(size=(256, 256, 2)), 2)
+    assert not noise.homoscedastic(np.stack([rng.normal(size=(256, 256)), dark], -1), 2)
+
+
 def test_volume_and_stack():
     kernel = [1.0, 1.0]  # lag 1: 0.5
     volume = filtered((64, 96, 96), kernel, axes=(0,))

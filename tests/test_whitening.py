@@ -3,6 +3,7 @@ exact inversion, and tiled prediction equal to whole-image prediction through it
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from test_inference import RF_2D, STRIDE_2D, tiny_unet_2d
 
 from n2s_tf import noise, synthetic, whitening
@@ -104,6 +105,31 @@ def test_api_whitens_correlated_noise_for_blind_spot_models_only(blind_spot_expo
     assert np.array_equal(n2s_tf.denoise(small, blind), n2s_tf.denoise(small, blind, whiten=False))
     with pytest.raises(ConfigError, match="whiten"):
         n2s_tf.denoise(white, blind, whiten="yes")
+
+
+def test_api_calibrates_blind_spot_models_on_white_noise_of_one_level(blind_spot_export):
+    """calibrate="auto" (the default): a blind-spot model on white Gaussian noise is calibrated;
+    not on counting noise over a dark background, on whitened correlated noise, on an image too
+    small for a verdict, nor a supervised model."""
+    import n2s_tf
+    from n2s_tf.errors import ConfigError
+
+    blind, supervised = (n2s_tf.load_model(p) for p in blind_spot_export)
+    white = (np.random.default_rng(5).normal(100, 5, (128, 128))).astype(np.float32)
+    assert np.array_equal(n2s_tf.denoise(white, blind), n2s_tf.denoise(white, blind, calibrate=True))
+    assert not np.allclose(n2s_tf.denoise(white, blind), n2s_tf.denoise(white, blind, calibrate=False), atol=1e-3)
+    assert np.array_equal(n2s_tf.denoise(white, supervised), n2s_tf.denoise(white, supervised, calibrate=False))
+    spots = np.zeros((128, 128), np.float32)
+    spots[16::32, 16::32] = 2000.0
+    counts = np.random.default_rng(6).poisson(ndimage.gaussian_filter(spots, 3) + 0.05).astype(np.float32)
+    assert noise.noise_report(counts)["verdict"] == "white" and not noise.homoscedastic(counts[..., None], 2)
+    assert np.array_equal(n2s_tf.denoise(counts, blind), n2s_tf.denoise(counts, blind, calibrate=False))
+    correlated = (synthetic.correlated_noise((128, 128), 0.6, rng=4) * 5 + 100).astype(np.float32)
+    assert np.array_equal(n2s_tf.denoise(correlated, blind), n2s_tf.denoise(correlated, blind, calibrate=False))
+    small = white[:64, :100]  # verdict "unknown"
+    assert np.array_equal(n2s_tf.denoise(small, blind), n2s_tf.denoise(small, blind, calibrate=False))
+    with pytest.raises(ConfigError, match="calibrate"):
+        n2s_tf.denoise(white, blind, calibrate="yes")
 
 
 def test_calibration_is_skipped_with_a_warning_on_correlated_noise_it_does_not_whiten(blind_spot_export):
@@ -235,10 +261,10 @@ def test_a_model_trained_whitened_always_denoises_whitened(tmp_path, trained):
             "method": "n2s", "network": "unet", "steps": 0, "config": {"whiten": trained}}
     model = n2s_tf.load_model(export_model(network, meta, str(tmp_path)), precision="float32")  # as served
     white = np.random.default_rng(7).normal(100, 5, (128, 128)).astype(np.float32)  # verdict: white
-    api = n2s_tf.denoise(white, model)
+    api = n2s_tf.denoise(white, model, calibrate=False)  # the serving graph does not calibrate
     # A model trained on every image whitened whitens every image (the serving graph too);
     # one trained with "auto" follows the verdict, as a model trained on raw images does.
-    assert np.array_equal(api, n2s_tf.denoise(white, model, whiten=trained == "on"))
-    assert np.array_equal(api, n2s_tf.denoise(white, model, whiten=False)) == (trained == "auto")
+    assert np.array_equal(api, n2s_tf.denoise(white, model, whiten=trained == "on", calibrate=False))
+    assert np.array_equal(api, n2s_tf.denoise(white, model, whiten=False, calibrate=False)) == (trained == "auto")
     served = model.serve(white[None, ..., None])[0, ..., 0]
     np.testing.assert_allclose(served, api, atol=1e-3 * white.std())

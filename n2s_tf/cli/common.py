@@ -179,3 +179,9 @@ def parse_network_args(text: str) -> dict:
         except json.JSONDecodeError:
             args[key.strip()] = value.strip()
     return args
+
+
+def auto_if_unset(value):
+    """A boolean flag whose default is None (unset): "auto", else its value; for the API's
+    True / False / "auto" options (api.denoise's calibrate)."""
+    return "auto" if value is None else value

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from absl import flags
 
-from n2s_tf.cli.common import run_main
+from n2s_tf.cli.common import auto_if_unset, run_main
 from n2s_tf.errors import ImageFileError
 
 FLAGS = flags.FLAGS
@@ -45,8 +45,8 @@ flags.DEFINE_string("adapt_method", "n2s", "loss used by --adapt_steps: n2s, n2s
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
                   "auto = bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), else float32")
 flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and flips; 8x slower)")
-flags.DEFINE_boolean("calibrate", False, "mix prediction and input per Fourier ring (2x slower; "
-                     "n2s_tf/calibration.py)")
+flags.DEFINE_boolean("calibrate", None, "mix prediction and input per Fourier ring (2x slower; "
+                     "n2s_tf/calibration.py); unset = blind-spot models on white noise of one level")
 flags.DEFINE_enum("whiten", "auto", ["auto", "on", "off"], "whiten correlated noise with the image's own spectrum, "
                   "re-colour after; auto = blind-spot models on correlated noise")
 flags.DEFINE_boolean("report_noise", False, "print each input's noise autocorrelation (lags 1-3) and "
@@ -204,7 +204,8 @@ def _denoise(image, model):
     from n2s_tf import api
 
     tiling = dict(tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9, tta=FLAGS.tta,
-                  adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method, calibrate=FLAGS.calibrate,
+                  adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method,
+                  calibrate=auto_if_unset(FLAGS.calibrate),
                   whiten=WHITEN[FLAGS.whiten])
     if image.kind == "stack":
         return np.stack([api.denoise(plane, model, **tiling) for plane in image.data])

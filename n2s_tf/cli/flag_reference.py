@@ -61,10 +61,10 @@ def _cell(text: str) -> str:
 
 def _default(flag: dict) -> str:
     value = flag["default"]
+    if value is None:  # unset: the help says what that means
+        return ""
     if flag["boolean"]:
         return f"`{str(bool(value)).lower()}`"
-    if value is None:
-        return ""
     code = " ".join(str(value).split()).replace("|", "\\|")  # a code span: only the pipe is markup
     return "`\"\"`" if value == "" else f"`{code}`"
 
