@@ -1,4 +1,5 @@
-"""What the noise of one image looks like: its power spectrum, autocorrelation, and a verdict.
+"""What the noise of one image looks like: its power spectrum, autocorrelation, a verdict white or
+correlated, and whether its level changes with the brightness (noise_level_ratio).
 
 Counting detectors do not give white noise: the detector's MTF, super-resolution counting
 followed by Fourier cropping, and the interpolation of motion correction correlate
