@@ -167,7 +167,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     from n2s_tf.noise import channel_reports, correlated_spectra, homoscedastic
 
     # The noise verdict of each channel, measured once; its spectra are reused by the whitening.
-    reports = channel_reports(image, model.ndim) if whiten == "auto" or calibrate else None
+    reports = channel_reports(image, model.ndim) if whiten == "auto" or (calibrate and not whiten) else None
     spectra = correlated_spectra(reports)
     if whiten == "auto":
         whiten = spectra is not None
