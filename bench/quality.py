@@ -2,14 +2,17 @@
 
     python bench/quality.py --steps=2000 --out=runs/quality
     python bench/quality.py --images=textures --sigma=50 --methods=nlm,bm3d,general   # texture row
+    for s in 15 25 50; do    # the eight and gravel against BM3D per sigma, 3 min
+      python bench/quality.py --images=all --sigma=$s --methods=nlm,bm3d,general --out=runs/q_sigma$s; done
     python bench/quality.py --images=demo_outside --methods=bm3d,general --general_model=runs/n2s/export/denoiser
 
 Eight grayscale images that ship with scikit-image (central 256x256 crops) get Gaussian
 noise of sigma 25 on the 0-255 scale (fixed seeds, no clipping); --images=textures scores the
-periodic and textured ones instead (brick, and gravel, which the general model's training set
-holds out), --images=demo_outside five natural images from PyWavelets, matplotlib and
-scikit-image outside the built-in demo set (for the model `python train.py` makes on the demo),
---sigma another noise level. Every method sees the noisy images only:
+periodic and textured ones instead (brick, and gravel, which bench/natural_training_set.py
+holds out; `general/6` was trained before it did), --images=all both, --images=demo_outside five
+natural images from PyWavelets, matplotlib and scikit-image outside the built-in demo set (for the
+model `python train.py` makes on the demo), --sigma another noise level. Every method sees the
+noisy images only:
 - classical: Gaussian filter, non-local means and BM3D (both told the true sigma);
 - n2s_tf's N2S, N2SP and N2V, each trained self-supervised on the eight noisy images
   with the same step budget, batch and patch size;
@@ -42,7 +45,7 @@ TEXTURES = ("brick", "gravel")
 # Natural images outside the built-in demo set (its training and held-out images), for what
 # the demo's own model does elsewhere; the general model trains on these, so not for it.
 DEMO_OUTSIDE = ("pywt:ascent", "pywt:aero", "matplotlib:grace_hopper.jpg", "motorcycle", "matplotlib:s1045.ima.gz")
-IMAGE_SETS = {"default": IMAGES, "textures": TEXTURES, "demo_outside": DEMO_OUTSIDE}
+IMAGE_SETS = {"default": IMAGES, "textures": TEXTURES, "all": IMAGES + TEXTURES[1:], "demo_outside": DEMO_OUTSIDE}
 CROP = 256
 SEED = 2026
 TRAINED = ("n2s", "n2sp", "n2v")
@@ -66,7 +69,7 @@ flags.DEFINE_boolean("calibrate", None, "n2s_tf models: Fourier ring calibration
                      "unset: its default, blind-spot models on white noise of one level)")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
 flags.DEFINE_string("images", "default", "comma-separated image names (n2s_tf.data.sample_image), or "
-                    "'default' (the eight), 'textures' (brick, gravel) or 'demo_outside' (natural images "
+                    "'default' (the eight), 'textures' (brick, gravel), 'all' (both) or 'demo_outside' (natural images "
                     "outside the demo set)")
 flags.DEFINE_float("sigma", 25.0, "Gaussian noise std on the 0-255 scale")
 flags.DEFINE_string("out", "runs/quality", "folder for tables, panels and the training runs")
@@ -233,16 +236,22 @@ def main(argv):
 
 
 def format_quality_table(rows, names):
-    """Methods down, images across: PSNR per image, mean PSNR, mean SSIM, wall seconds."""
+    """Methods down, images across: PSNR per image, mean PSNR, mean SSIM, wall seconds; with a
+    BM3D row, each method's mean PSNR minus BM3D's and its largest shortfall on one image."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     short = [n.rpartition(":")[2].split(".")[0][:8] for n in names]
+    bm3d = [r["psnr"] for r in rows if r["method"] == "bm3d"]
     lines = [f"{'method':16s} " + " ".join(f"{n:>8s}" for n in short) +
-             f" {'PSNR':>7s} {'SSIM':>6s} {'wall s':>7s}"]
+             f" {'PSNR':>7s} {'SSIM':>6s} {'wall s':>7s}" + (f" {'vs BM3D':>7s} {'worst':>6s}" if bm3d else "")]
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        lines.append(f"{method:16s} " + " ".join(f"{r['psnr']:8.2f}" for r in mine) +
-                     f" {np.mean([r['psnr'] for r in mine]):7.2f} {np.mean([r['ssim'] for r in mine]):6.3f}"
-                     f" {sum(r['wall_seconds'] for r in mine):7.0f}")
+        line = (f"{method:16s} " + " ".join(f"{r['psnr']:8.2f}" for r in mine) +
+                f" {np.mean([r['psnr'] for r in mine]):7.2f} {np.mean([r['ssim'] for r in mine]):6.3f}"
+                f" {sum(r['wall_seconds'] for r in mine):7.0f}")
+        if bm3d:
+            gaps = [r["psnr"] - b for r, b in zip(mine, bm3d)]
+            line += f" {np.mean(gaps):+7.2f} {min(gaps):+6.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
