@@ -1,8 +1,8 @@
 """--init: start a run from an exported model's weights (fine-tuning a shipped model).
 
 Without --network_args the run takes the exported network's options; given, they must build the
-same network, or the same one with more base filters: then the trained filters are copied into
-the wider network (`networks.widen`).
+same network, or the same one with more base filters or an added attention block: then the
+trained filters are copied into the grown network (`networks.widen`).
 """
 
 import keras
@@ -47,9 +47,12 @@ def load_initial_weights(network: keras.Model, config: TrainConfig) -> None:
     # was made take their defaults there, as they did then.
     source = trained.keras_network()
     built, wanted = options(source.get_config()), options(network.get_config())
-    same_but_width = {**built, "base_filters": 0} == {**wanted, "base_filters": 0}
-    if kind != config.network or not (same_but_width and built["base_filters"] <= wanted["base_filters"]):
+    # What a grown network may change: more base filters, and an attention block added.
+    growth = {"base_filters": 0} if built.get("nonlocal_window") else {
+        "base_filters": 0, "nonlocal_window": 0, "nonlocal_level": 0}
+    same_but_growth = {**built, **growth} == {**wanted, **growth}
+    if kind != config.network or not (same_but_growth and built["base_filters"] <= wanted["base_filters"]):
         raise ConfigError(f"--init: {config.init} holds a {kind} network {built}, the flags build a "
                           f"{config.network} network {wanted}: pass its --network and --network_args "
-                          f"(base_filters may be larger)")
+                          f"(base_filters may be larger, a nonlocal_window may be added)")
     copy_into_wider(source, network)  # at equal widths, a plain copy

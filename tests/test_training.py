@@ -154,6 +154,12 @@ def test_init_starts_from_an_exported_models_weights(tmp_path, folders):
                                         init=first["model_dir"]))
     x = np.load(folders / "a" / "img0.npy")[None, :32, :32]
     np.testing.assert_allclose(grown(x), LoadedModel(first["export_dir"]).keras_network()(x), atol=1e-4)
+    # An added attention block starts as the identity: the same function again.
+    attending = dict(TINY["network_args"], nonlocal_window=3, nonlocal_level=1)
+    grown = build_network("unet", **attending)
+    load_initial_weights(grown, _config(tmp_path / "attending", folders, model="n2s", network_args=attending,
+                                        init=first["model_dir"]))
+    np.testing.assert_allclose(grown(x), LoadedModel(first["export_dir"]).keras_network()(x), atol=1e-4)
     other = dict(TINY["network_args"], depth=2)
     with pytest.raises(ConfigError, match="pass its --network and --network_args"):
         train(_config(tmp_path / "third", folders, model="n2s", network_args=other, init=first["model_dir"]))

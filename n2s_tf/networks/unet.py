@@ -11,6 +11,10 @@ With `residual=True` the network adds its input to the 1x1 conv's output, so the
 the noise to remove rather than the image (DnCNN's residual learning). Only for methods that see
 an unmasked input (n2t, n2n): a blind-spot network would pass the masked pixel straight through.
 
+With `nonlocal_window=k` (2D), a neighbourhood-attention block (`NeighbourhoodAttention`) with a
+k x k window follows the decoder's conv block at `nonlocal_level` (the bottleneck when that is the
+depth): non-local evidence for periodic textures, starting as the identity.
+
 N2V2 (Hoeck et al. 2022) removes the checkerboard artefacts of blind-spot training: max-blur-pool
 downsampling (2x2 max-pool with stride 1, then `BlurPool`) and no skip at full resolution.
 """
@@ -21,6 +25,7 @@ import numpy as np
 from n2s_tf.networks import register
 from n2s_tf.networks.base import DenoisingNetwork, dtype_policy
 from n2s_tf.networks.layers import BlurPool, network_input, spatial_layers
+from n2s_tf.networks.neighbourhood_attention import NeighbourhoodAttention
 
 
 def _conv_block(x, filters, kernel_size, batch_norm, layers):
@@ -48,6 +53,8 @@ class UNet(DenoisingNetwork):
         batch_norm=False,
         n2v2=False,
         residual=False,
+        nonlocal_window=0,
+        nonlocal_level=2,
         name="unet",
         **kwargs,
     ):
@@ -59,6 +66,9 @@ class UNet(DenoisingNetwork):
                 f"need depth >= 0, base_filters >= 1, kernel_size >= 1; "
                 f"got {depth}, {base_filters}, {kernel_size}"
             )
+        if nonlocal_window and not (ndim == 2 and 0 <= nonlocal_level <= depth):
+            raise ValueError(f"nonlocal_window needs a 2D network and 0 <= nonlocal_level <= depth ({depth}), "
+                             f"got ndim {ndim}, nonlocal_level {nonlocal_level}")
         layers = spatial_layers(ndim)
         inputs = network_input(ndim, channels)
         conv_path = [("conv", kernel_size)] * 2
@@ -78,6 +88,14 @@ class UNet(DenoisingNetwork):
             path += conv_path + down_path
         x = _conv_block(x, base_filters * 2**depth, kernel_size, batch_norm, layers)
         path += conv_path
+
+        def nonlocal_block(x, level):
+            if nonlocal_window and level == nonlocal_level:
+                path.append(("conv", nonlocal_window))  # the block reaches window // 2 pixels
+                return NeighbourhoodAttention(nonlocal_window)(x)
+            return x
+
+        x = nonlocal_block(x, depth)
         for level in reversed(range(depth)):
             filters = base_filters * 2**level
             x = layers.conv_transpose(filters, 2, strides=2, padding="same")(x)
@@ -85,13 +103,15 @@ class UNet(DenoisingNetwork):
                 x = keras.layers.Concatenate()([x, skips[level]])
             x = _conv_block(x, filters, kernel_size, batch_norm, layers)
             path += [("up_transposed",)] + conv_path
+            x = nonlocal_block(x, level)
         # float32 output even under a mixed-precision policy (stable losses).
         outputs = layers.conv(channels, 1, dtype="float32")(x)
         if residual:
             outputs = keras.layers.Add(dtype="float32")([inputs, outputs])
 
         args = dict(ndim=ndim, channels=channels, depth=depth, base_filters=base_filters,
-                    kernel_size=kernel_size, batch_norm=batch_norm, n2v2=n2v2, residual=residual)
+                    kernel_size=kernel_size, batch_norm=batch_norm, n2v2=n2v2, residual=residual,
+                    nonlocal_window=nonlocal_window, nonlocal_level=nonlocal_level)
         super().__init__(inputs, outputs, name=name, args=args, stride=2**depth, path=path, **kwargs)
 
     def for_inference(self):

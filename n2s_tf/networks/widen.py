@@ -5,11 +5,14 @@ the same gradients: every layer keeps its trained filters as its first ones, eac
 keeps its random initialization, and the weights from new channels into trained filters are
 zero. The new filters thus leave the output unchanged at first, training grows them from there,
 and the grown network starts at the trained one's quality instead of from scratch. Used by
-`train.py --init` when the flags ask for more `base_filters` than the exported model has.
+`train.py --init` when the flags ask for more `base_filters` than the exported model has, or
+neighbourhood-attention blocks it lacks (they start as the identity: `NeighbourhoodAttention`).
 """
 
 import keras
 import numpy as np
+
+from n2s_tf.networks.neighbourhood_attention import NeighbourhoodAttention
 
 _CONV = (keras.layers.Conv2D, keras.layers.Conv3D)
 _CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
@@ -17,12 +20,22 @@ _CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 
 def copy_into_wider(narrow: keras.Model, wide: keras.Model) -> None:
     """Set the weights of `wide` from `narrow`, a functional network built by the same code
-    with fewer (or as many) filters per layer; `wide` then computes what `narrow` computes.
+    with fewer (or as many) filters per layer, and perhaps neighbourhood-attention blocks that
+    `narrow` lacks; `wide` then computes what `narrow` computes.
     Raises ValueError when the two are not the same graph of layers."""
-    if len(narrow.layers) != len(wide.layers):
+    added = sum(isinstance(layer, NeighbourhoodAttention) for layer in wide.layers) - sum(
+        isinstance(layer, NeighbourhoodAttention) for layer in narrow.layers)
+    if len(narrow.layers) + max(added, 0) != len(wide.layers):
         raise ValueError(f"{len(narrow.layers)} layers against {len(wide.layers)}: not the same network")
     trained = {}  # id of a tensor of `wide` -> boolean mask of its channels that are narrow's
-    for small, large in zip(narrow.layers, wide.layers):
+    smalls = iter(narrow.layers)
+    for large in wide.layers:
+        if added > 0 and isinstance(large, NeighbourhoodAttention):
+            # A new block: its output projection is zero, so it passes its input through.
+            trained[id(large.output)] = trained[id(large.input)]
+            added -= 1
+            continue
+        small = next(smalls)
         if type(small) is not type(large):
             raise ValueError(f"layer {large.name}: {type(small).__name__} against {type(large).__name__}")
         if isinstance(large, keras.layers.InputLayer):
