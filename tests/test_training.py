@@ -66,7 +66,7 @@ def test_n2t_learns_from_clean_images_with_synthetic_noise(tmp_path, folders):
     assert saved.noise == (0.1, 2.0)
     # Every network option is recorded, the defaults too: a later default does not change it.
     assert saved.network_args == dict(TINY["network_args"], kernel_size=3, batch_norm=False, n2v2=False,
-                                      residual=False)
+                                      residual=False, nonlocal_window=0, nonlocal_level=2)
 
 
 def test_synthetic_noise_against_a_hand_computed_patch():
