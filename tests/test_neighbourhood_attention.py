@@ -95,3 +95,11 @@ def test_growing_a_trained_unet_keeps_what_it_computes():
     copy_into_wider(trained, grown)
     x = random_batch(2, 1, 16)
     np.testing.assert_allclose(grown(x), trained(x), atol=1e-4)
+
+
+def test_widening_a_unet_that_has_the_block_keeps_what_it_computes():
+    trained = trained_looking(build_network("unet", **TINY))
+    for wide in (build_network("unet", **TINY), build_network("unet", **dict(TINY, base_filters=6))):
+        copy_into_wider(trained, wide)
+        x = random_batch(2, 1, 16)
+        np.testing.assert_allclose(wide(x), trained(x), atol=1e-4)

@@ -46,6 +46,8 @@ def copy_into_wider(narrow: keras.Model, wide: keras.Model) -> None:
                 mask = np.concatenate(inputs)
             elif isinstance(large, _CONV + _CONV_TRANSPOSE + (keras.layers.BatchNormalization,)):
                 mask = _copy_layer(small, large, inputs[0])
+            elif isinstance(large, NeighbourhoodAttention):
+                mask = _copy_attention(small, large, inputs[0])
             elif small.weights:
                 raise ValueError(f"layer {large.name}: cannot widen a {type(large).__name__}")
             else:  # channel-wise layers (activation, pooling, resizing, Add of equal layouts)
@@ -76,3 +78,15 @@ def _copy_layer(small, large, trained_in):
         new[1][trained_out] = old[1]
     large.set_weights(new)
     return trained_out
+
+
+def _copy_attention(small, large, trained_in):
+    """Copy a neighbourhood-attention block: new channels neither enter its queries, keys and
+    values nor receive its output (zero rows and columns), so they pass through it unchanged."""
+    query, key, value, out = (np.zeros_like(w) for w in large.get_weights())
+    old = small.get_weights()
+    for new, trained in zip((query, key, value), old[:3]):
+        new[trained_in] = trained
+    out[:, trained_in] = old[3]
+    large.set_weights([query, key, value, out])
+    return trained_in
