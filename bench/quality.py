@@ -45,7 +45,8 @@ TEXTURES = ("brick", "gravel")
 # Natural images outside the built-in demo set (its training and held-out images), for what
 # the demo's own model does elsewhere; the general model trains on these, so not for it.
 DEMO_OUTSIDE = ("pywt:ascent", "pywt:aero", "matplotlib:grace_hopper.jpg", "motorcycle", "matplotlib:s1045.ima.gz")
-IMAGE_SETS = {"default": IMAGES, "textures": TEXTURES, "all": IMAGES + TEXTURES[1:], "demo_outside": DEMO_OUTSIDE}
+IMAGE_SETS = {"default": IMAGES, "textures": TEXTURES, "all": IMAGES + tuple(t for t in TEXTURES if t not in IMAGES),
+              "demo_outside": DEMO_OUTSIDE}
 CROP = 256
 SEED = 2026
 TRAINED = ("n2s", "n2sp", "n2v")
