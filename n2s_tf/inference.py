@@ -309,8 +309,10 @@ def estimate_bytes_per_pixel(model):
     """Activation bytes a keras functional/Sequential model needs per input pixel.
 
     Sums the float32 outputs of all layers for a symbolic probe input (128 px per
-    unknown spatial axis; no computation runs) and divides by the probe's pixel count,
-    times MEMORY_SAFETY. Only used to pick a tile size from a memory budget.
+    unknown spatial axis; no computation runs), plus the working values of layers that
+    declare them (`working_elements_per_pixel`, e.g. neighbourhood attention's windows),
+    and divides by the probe's pixel count, times MEMORY_SAFETY. Only used to pick a tile
+    size from a memory budget.
     """
     if not getattr(model, "inputs", None):
         raise ValueError("estimate_bytes_per_pixel needs a built functional or Sequential keras model")
@@ -318,5 +320,10 @@ def estimate_bytes_per_pixel(model):
     spatial = [PROBE_SIZE if n is None else n for n in input_shape[1:-1]]
     probe = keras.Model(model.inputs, [layer.output for layer in model.layers])
     specs = probe.compute_output_spec(keras.KerasTensor((1, *spatial, input_shape[-1])))
-    elements = sum(math.prod(spec.shape) for spec in keras.tree.flatten(specs))
+    elements = 0
+    for layer, spec in zip(model.layers, specs):
+        outputs = keras.tree.flatten(spec)
+        elements += sum(math.prod(out.shape) for out in outputs)
+        if hasattr(layer, "working_elements_per_pixel"):
+            elements += math.prod(outputs[0].shape[:-1]) * layer.working_elements_per_pixel()
     return elements * 4 / math.prod(spatial) * MEMORY_SAFETY

@@ -213,6 +213,18 @@ def test_estimate_bytes_per_pixel_by_hand():
     assert estimate_bytes_per_pixel(model) == pytest.approx((1 + 8 + 8 / 8 + 16 / 8) * 4 * 2)
 
 
+def test_estimate_bytes_per_pixel_counts_the_attention_windows():
+    from n2s_tf.networks.neighbourhood_attention import NeighbourhoodAttention
+
+    x = keras.Input((None, None, 1))
+    features = keras.layers.Conv2D(8, 3, padding="same")(keras.layers.MaxPooling2D()(x))
+    model = keras.Model(x, NeighbourhoodAttention(3, key_dim=2, value_dim=4)(features))
+    # Per input pixel: input 1 + pool 1/4 + conv 8/4 + attention 8/4 output and, at a quarter of
+    # the pixels, 9 offsets x (2 keys + 4 values + logits, mask, weights) + q, k, v, mean (2+2+4+4).
+    windows = 9 * (2 + 4 + 3) + 12
+    assert estimate_bytes_per_pixel(model) == pytest.approx((1 + 1 / 4 + 2 + 2 + windows / 4) * 4 * 2)
+
+
 # --- test-time augmentation --------------------------------------------------------------
 
 

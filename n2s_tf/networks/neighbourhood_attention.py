@@ -59,6 +59,11 @@ class NeighbourhoodAttention(keras.layers.Layer):
         mean = tf.einsum("nhwk,nhwkd->nhwd", weights, neighbours(value))
         return x + tf.einsum("nhwd,dc->nhwc", mean, tf.cast(self.out, dtype))
 
+    def working_elements_per_pixel(self):
+        """Values the call holds besides its output, per pixel of its input (for tile sizing):
+        keys and values at every window offset, the logits, mask and weights, and q, k, v, mean."""
+        return self.window**2 * (self.key_dim + self.value_dim + 3) + 2 * self.key_dim + 2 * self.value_dim
+
     def get_config(self):
         return {**super().get_config(), "window": self.window, "key_dim": self.key_dim,
                 "value_dim": self.value_dim}
