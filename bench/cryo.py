@@ -19,7 +19,9 @@ correlated as the noise. Methods, all scored standardized against the clean imag
 (PSNR, cross-correlation, FRC; n2s_tf.evaluate):
 - n2s_tf trained from scratch on the micrograph (n2n on the pair; n2v, n2s, n2sp on the
   noisy image alone; n2sp_whiten: n2sp with train.py --whiten=auto, the correlated-noise
-  method), --steps each; supervised: n2t on SUPERVISED_MICROGRAPHS other micrographs of the
+  method; n2v_struct, n2sp_struct: a structured blind spot instead, train.py --mask_span=1,
+  the 3 x 3 box around each masked pixel hidden, on the raw micrograph), --steps each;
+  supervised: n2t on SUPERVISED_MICROGRAPHS other micrographs of the
   same simulation (same noise, other seeds) and their clean images, the upper bound;
 - cryoem_n2n: the shipped Noise2Noise micrograph model on the whole micrograph,
   test_single.py's default for MRC micrographs;
@@ -51,8 +53,9 @@ sys.path.insert(0, ROOT)
 from n2s_tf.cli.common import auto_if_unset, parse_network_args, run_main  # noqa: E402
 from n2s_tf.errors import ConfigError  # noqa: E402
 
-TRAINED = ("n2n", "n2v", "n2s", "n2sp", "n2sp_whiten", "supervised")
-TRAIN_OPTIONS = {"n2sp_whiten": dict(model="n2sp", whiten="auto"), "supervised": dict(model="n2t")}
+TRAINED = ("n2n", "n2v", "n2s", "n2sp", "n2sp_whiten", "n2v_struct", "n2sp_struct", "supervised")
+TRAIN_OPTIONS = {"n2sp_whiten": dict(model="n2sp", whiten="auto"), "supervised": dict(model="n2t"),
+                 "n2v_struct": dict(model="n2v", mask_span=1), "n2sp_struct": dict(model="n2sp", mask_span=1)}
 SUPERVISED_MICROGRAPHS = 4  # training micrographs of the supervised row, seeds --seed + 1000 + k
 SHIPPED = {"cryoem": "cryoem", "cryoem_tta": "cryoem", "cryoem_nowhiten": "cryoem", "cryoem_adapt": "cryoem",
            "cryoem_n2n": "cryoem_n2n", "general": "general"}  # method -> shipped model name

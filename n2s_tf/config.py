@@ -40,6 +40,8 @@ class TrainConfig:
     lmbd: float = 2.0
     masking: Optional[str] = None  # None = the method's default
     mask_fraction: float = 0.005
+    # structN2V: also hide the pixels within mask_span of each masked one (correlated noise).
+    mask_span: int = 0
     augment: bool = True
     # Train on each image whitened with its own noise spectrum (n2s_tf.whitening), as the
     # model will then denoise: a blind-spot method on correlated noise (a tomogram, no halves).
@@ -98,6 +100,8 @@ class TrainConfig:
             raise ConfigError(f"--lmbd must be a number >= 0, got {self.lmbd}")
         if not 0 < self.mask_fraction < 1:
             raise ConfigError(f"--mask_fraction must lie in (0, 1), got {self.mask_fraction}")
+        if self.mask_span < 0 or (self.mask_span and not self.method.masked):
+            raise ConfigError(f"--mask_span must be >= 0 and needs a blind-spot --model, got {self.mask_span}")
         if self.lr_decay_steps < 1:
             raise ConfigError(f"--lr_decay_steps must be at least 1, got {self.lr_decay_steps}")
         if self.checkpoint_every < 1:

@@ -136,15 +136,36 @@ def replace(x, mask, method, seed, window=11):
     return tf.tensor_scatter_nd_update(x, idx, tf.cast(values, x.dtype))
 
 
-def apply_mask(x, fraction=0.005, method="gaussian", *, seed, window=11):
-    """Mask a batch x (N, *spatial, C): returns (x_masked, mask), mask float32 of x's shape."""
+def structured_mask(mask, span):
+    """The pixels a structured blind spot hides (structN2V): every pixel within `span` of a
+    masked one along each spatial axis, a (2 span + 1)^ndim box around it, per channel.
+    Correlated noise lets a network read a pixel's noise off its neighbours; hiding the
+    neighbours it correlates with takes that away. span 0 is the mask itself."""
+    if not (isinstance(span, int) and span >= 0):
+        raise ValueError(f"span must be an integer >= 0, got {span}")
+    if span == 0:
+        return mask
+    ndim = mask.shape.rank - 2
+    return tf.nn.max_pool(mask, ksize=[2 * span + 1] * ndim, strides=1, padding="SAME")
+
+
+def apply_mask(x, fraction=0.005, method="gaussian", *, seed, window=11, span=0):
+    """Mask a batch x (N, *spatial, C): returns (x_masked, mask), mask float32 of x's shape.
+
+    span > 0: the pixels within span of each masked one (`structured_mask`) are hidden too,
+    with N(0, GAUSSIAN_STD^2) values: not copies of the image, which would carry the noise the
+    centre correlates with. The centres are then replaced by `method` from that image, and the
+    returned mask (what the loss scores) is the centres only."""
     x = tf.convert_to_tensor(x)
     mask_seed, replace_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     mask = stratified_mask(tf.shape(x), fraction, mask_seed)
+    if span:
+        around = structured_mask(mask, span) - mask
+        x = replace(x, around, "gaussian", tf.random.experimental.stateless_fold_in(replace_seed, 1))
     return replace(x, mask, method, replace_seed, window), mask
 
 
-def apply_mask_per_sample(x, seeds, fraction=0.005, method="gaussian", *, window=11):
+def apply_mask_per_sample(x, seeds, fraction=0.005, method="gaussian", *, window=11, span=0):
     """apply_mask with one seed per sample (seeds: (N, 2)): a sample's mask depends only on
     its own seed, not on which other samples share its batch. The trainer seeds by global
     sample index, so splitting a batch over replicas leaves every mask unchanged."""
@@ -152,7 +173,7 @@ def apply_mask_per_sample(x, seeds, fraction=0.005, method="gaussian", *, window
 
     def one(args):
         sample, seed = args
-        masked, mask = apply_mask(sample[None], fraction, method, seed=seed, window=window)
+        masked, mask = apply_mask(sample[None], fraction, method, seed=seed, window=window, span=span)
         return masked[0], tf.cast(mask[0], x.dtype)
 
     masked, mask = tf.map_fn(one, (x, seeds), fn_output_signature=(x.dtype, x.dtype))

@@ -55,7 +55,7 @@ class Denoiser(keras.Model):
         else:
             x_masked, mask = masking.apply_mask_per_sample(
                 x, self._sample_seeds(tf.shape(x)[0]), fraction=config.mask_fraction,
-                method=config.masking_method)
+                method=config.masking_method, span=config.mask_span)
             if method.passes == "masked":
                 y_masked = self.network(x_masked, training=training)
             else:

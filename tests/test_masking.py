@@ -223,3 +223,32 @@ def test_per_sample_seeds_make_masks_independent_of_batch_split():
     np.testing.assert_array_equal(whole_x.numpy(), np.concatenate([first_x, second_x]))
     assert not np.array_equal(whole_m[0].numpy(), whole_m[1].numpy())
     assert whole_m.dtype == tf.float32 and 0 < whole_m.numpy().sum() < whole_m.numpy().size
+
+
+def test_structured_mask_is_the_box_around_each_masked_pixel():
+    # Two masked pixels in a 5 x 6 image, one at the edge; span 1 hides their 3 x 3 boxes,
+    # cropped at the border; channel 1 has no masked pixel and stays empty.
+    mask = _hand_mask((1, 5, 6, 2), [(0, 2, 2, 0), (0, 0, 5, 0)])
+    expected = np.zeros((1, 5, 6, 2), np.float32)
+    expected[0, 1:4, 1:4, 0] = 1
+    expected[0, 0:2, 4:6, 0] = 1
+    np.testing.assert_array_equal(masking.structured_mask(tf.constant(mask), 1).numpy(), expected)
+    np.testing.assert_array_equal(masking.structured_mask(tf.constant(mask), 0).numpy(), mask)
+    with pytest.raises(ValueError):
+        masking.structured_mask(tf.constant(mask), -1)
+
+
+@pytest.mark.parametrize("method", masking.MASKING_METHODS)
+def test_span_hides_the_neighbours_and_scores_the_centres(method):
+    x = tf.random.stateless_normal((2, 40, 36, 1), [5, 6]) + 10.0  # far from the N(0, 0.2^2) fill
+    plain, mask = masking.apply_mask(x, 0.01, method, seed=SEED)
+    spanned, spanned_mask = masking.apply_mask(x, 0.01, method, seed=SEED, span=1)
+    # The centres the loss scores are the same; only the pixels around them are hidden too.
+    np.testing.assert_array_equal(spanned_mask.numpy(), mask.numpy())
+    hidden = masking.structured_mask(mask, 1).numpy() > 0
+    around = hidden & (mask.numpy() == 0)
+    x, spanned = x.numpy(), spanned.numpy()
+    np.testing.assert_array_equal(spanned[~hidden], x[~hidden])
+    assert around.sum() > 100 and np.all(np.abs(spanned[around]) < 2)  # the fill, not the image
+    if method == "donut":  # the mean of the 3 x 3 neighbours: of the fill now, not of the image
+        assert np.all(np.abs(spanned[mask.numpy() > 0]) < 2)

@@ -127,10 +127,16 @@ def test_nan_pixels_in_the_training_data_are_refused(tmp_path, data):
 
 @pytest.mark.parametrize("field,value", [("lr", float("nan")), ("lr", float("inf")), ("lmbd", float("nan")),
                                          ("lmbd", -1.0), ("mask_fraction", float("nan")),
-                                         ("lr_decay_steps", 0), ("seed", -1), ("cpu_devices", -1)])
+                                         ("lr_decay_steps", 0), ("seed", -1), ("cpu_devices", -1),
+                                         ("mask_span", -1)])
 def test_non_finite_and_negative_numbers_are_refused(tmp_path, data, field, value):
     with pytest.raises(ConfigError, match=f"--{field} must"):
         _config(tmp_path, data, **{field: value}).validate()
+
+
+def test_mask_span_needs_a_blind_spot_method(tmp_path, data):
+    with pytest.raises(ConfigError, match="--mask_span must be >= 0 and needs a blind-spot --model"):
+        _config(tmp_path, data, model="n2n", mask_span=1).validate()
 
 
 def test_non_finite_noise_range_is_refused(tmp_path, data):

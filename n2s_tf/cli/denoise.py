@@ -35,10 +35,10 @@ flags.DEFINE_boolean("calibrate_halves", True, "--input_b: mix mean output and m
 flags.DEFINE_string("output", None, "output file, or a folder for many inputs "
                                     "(default: <input name>_denoised<ext> in the current folder)")
 flags.DEFINE_string("model", None, "exported model or training directory (default: the shipped model "
-                                   "for the input's kind: cryoem for MRC files, else general)")
+                                   "for the input's kind: cryoem_n2n or cryoet_n2n for MRC, else general)")
 flags.DEFINE_integer("tile", None, "tile size in pixels (default: chosen from --max_memory)")
 flags.DEFINE_float("max_memory", 2.0, "GB for one tile's network activations (sets the tile size); the image "
-                                      "itself is held about 3 times in float32 besides")
+                                      "is held about 3 times besides")
 flags.DEFINE_integer("adapt_steps", 0, "first fine-tune the model on each input for N self-supervised steps "
                                        "(a few hundred)")
 flags.DEFINE_string("adapt_method", "n2s", "loss used by --adapt_steps: n2s, n2sp, n2v or n2v2")

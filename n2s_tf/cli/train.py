@@ -26,6 +26,7 @@ def _define_flags():
     flags.DEFINE_string("masking", None, "replacement of masked pixels: gaussian, donut, uniform, median "
                                          "(default: the method's)")
     flags.DEFINE_float("mask_fraction", d.mask_fraction, "fraction of pixels masked per step")
+    flags.DEFINE_integer("mask_span", d.mask_span, "structN2V: also hide the pixels within N of each masked one")
     # Network
     flags.DEFINE_string("network", d.network, "resunet, unet or encoder_decoder")
     flags.DEFINE_string("network_args", "", "network options, e.g. 'depth=3,base_filters=48' "
@@ -76,7 +77,8 @@ def config_from_flags():
         target=FLAGS.target, clean=FLAGS.clean, noise=parse_floats(FLAGS.noise, "noise") if FLAGS.noise else (),
         patch_size=patch, batch_size=batch, lr=FLAGS.lr,
         lr_decay_steps=FLAGS.lr_decay_steps, lmbd=FLAGS.lmbd, masking=FLAGS.masking,
-        mask_fraction=FLAGS.mask_fraction, augment=FLAGS.augment, whiten=FLAGS.whiten, model_dir=FLAGS.model_dir,
+        mask_fraction=FLAGS.mask_fraction, mask_span=FLAGS.mask_span, augment=FLAGS.augment, whiten=FLAGS.whiten,
+        model_dir=FLAGS.model_dir,
         init=FLAGS.init,
         checkpoint_every=FLAGS.checkpoint_every, resume=FLAGS.resume, seed=FLAGS.seed,
         strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices, mixed_precision=FLAGS.mixed_precision,
