@@ -152,12 +152,14 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
         return denoise_array(predict, x, model.stride, model.receptive_field,
                              tile=tile, tta=tta, progress=progress, calibrate=calibrate, **memory)
 
+    from n2s_tf.export import structured_blind_spot
+
     # Blind-spot models pass correlated noise through. The verdict is made for micrographs,
     # where noise outweighs the signal at high frequency; textured natural images can fool
     # it, and supervised models are left to what they learned (no pass over the image).
     blind = blind_spot(model, adapt_steps)
-    if whiten == "auto" and (not blind or model.metadata.get("config", {}).get("mask_span", 0) > 0):
-        whiten = False  # a structured blind spot (train.py --mask_span) already hides the correlated neighbours
+    if whiten == "auto" and (not blind or structured_blind_spot(model.metadata)):
+        whiten = False
     if whiten == "auto" and model.metadata.get("config", {}).get("whiten") in (True, "on"):
         whiten = True  # trained on whitened images (train.py --whiten=on): denoise them so
     if calibrate == "auto" and (not blind or whiten is True):

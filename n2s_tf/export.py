@@ -132,8 +132,8 @@ def export_model(network: keras.Model, meta: dict, base_dir: str,
     # test_single.py sizes its tiles from this and --max_memory. The serving signature of a 2D
     # blind-spot model whitens correlated noise in the graph as api.denoise does (n2s_tf.whitening).
     method = METHODS.get(meta.get("method"))
-    structured = meta.get("config", {}).get("mask_span", 0) > 0  # hides the correlated neighbours itself
-    whiten = "auto" if meta.get("ndim") == 2 and method is not None and method.masked and not structured else "off"
+    whiten = ("auto" if meta.get("ndim") == 2 and method is not None and method.masked
+              and not structured_blind_spot(meta) else "off")
     if whiten == "auto" and meta.get("config", {}).get("whiten") in (True, "on"):
         whiten = "on"  # trained on every image whitened, as api.denoise then always whitens
     # The serving graph runs the inference form of the network (batch normalization folded into
@@ -154,6 +154,12 @@ def export_model(network: keras.Model, meta: dict, base_dir: str,
         })
     os.replace(tmp, final)
     return final
+
+
+def structured_blind_spot(meta: dict) -> bool:
+    """Whether the model trained with a structured blind spot (train.py --mask_span): it hides
+    the neighbours correlated noise ties to a pixel itself, so it denoises unwhitened images."""
+    return meta.get("config", {}).get("mask_span", 0) > 0
 
 
 def resolve_export(path: str) -> str:

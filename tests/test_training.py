@@ -58,11 +58,13 @@ def test_every_method_trains_and_exports(tmp_path, folders, model):
 
 @pytest.mark.parametrize("model", ["n2v", "n2s"])
 def test_structured_blind_spots_train(tmp_path, folders, model):
-    result = train(_config(tmp_path, folders, model=model, mask_span=1), export=False)
+    result = train(_config(tmp_path, folders, model=model, mask_span=1))
     losses = [h["loss"] for h in result["history"] if "loss" in h]
     assert losses and np.all(np.isfinite(losses))
     with open(tmp_path / "run" / "config.json") as f:
         assert json.load(f)["mask_span"] == 1
+    # It learned to leave the correlated neighbours out, so nothing whitens its input.
+    assert LoadedModel(result["export_dir"]).metadata["serving_whiten"] == "off"
 
 
 def test_n2t_learns_from_clean_images_with_synthetic_noise(tmp_path, folders):
