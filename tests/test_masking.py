@@ -241,7 +241,7 @@ def test_structured_mask_is_the_box_around_each_masked_pixel():
 @pytest.mark.parametrize("method", masking.MASKING_METHODS)
 def test_span_hides_the_neighbours_and_scores_the_centres(method):
     x = tf.random.stateless_normal((2, 40, 36, 1), [5, 6]) + 10.0  # far from the N(0, 0.2^2) fill
-    plain, mask = masking.apply_mask(x, 0.01, method, seed=SEED)
+    _, mask = masking.apply_mask(x, 0.01, method, seed=SEED)
     spanned, spanned_mask = masking.apply_mask(x, 0.01, method, seed=SEED, span=1)
     # The centres the loss scores are the same; only the pixels around them are hidden too.
     np.testing.assert_array_equal(spanned_mask.numpy(), mask.numpy())
