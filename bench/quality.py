@@ -66,6 +66,8 @@ flags.DEFINE_string("general_model", None, "general, general_adapt: exported mod
                                            "(default: the shipped general model)")
 flags.DEFINE_integer("adapt_steps", 200, "general_adapt: self-supervised fine-tuning steps on each image")
 flags.DEFINE_boolean("tta", False, "n2s_tf models: 8-fold test-time augmentation")
+flags.DEFINE_boolean("collaborative", False, "the general model: collaborative filtering after it "
+                     "(test_single.py --collaborative)")
 flags.DEFINE_boolean("calibrate", None, "n2s_tf models: Fourier ring calibration (test_single.py --calibrate; "
                      "unset: its default, blind-spot models on white noise of one level)")
 flags.DEFINE_float("gaussian_sigma", 1.0, "Gaussian filter width in pixels")
@@ -164,7 +166,8 @@ def shipped_denoiser(method):
     model = api.load_model(FLAGS.general_model or str(api.SHIPPED_MODELS / "general"), precision="float32")
     adapt = FLAGS.adapt_steps if method == "general_adapt" else 0
     return evaluate.model_denoiser(model, name=f"n2s_tf {method}", tta=FLAGS.tta,
-                                   calibrate=auto_if_unset(FLAGS.calibrate), adapt_steps=adapt)
+                                   calibrate=auto_if_unset(FLAGS.calibrate), adapt_steps=adapt,
+                                   collaborative=FLAGS.collaborative)
 
 
 def run_careamics(triples, work):

@@ -89,7 +89,7 @@ def _check_tiling(tile, max_memory) -> None:
 
 def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_memory: Optional[float] = None,
             tta: bool = False, progress: bool = False, adapt_steps: int = 0,
-            adapt_method: str = "n2s", calibrate="auto", whiten="auto") -> np.ndarray:
+            adapt_method: str = "n2s", calibrate="auto", whiten="auto", collaborative: bool = False) -> np.ndarray:
     """Denoise one image (H, W[, C]) or volume (D, H, W[, C]); returns float32 in the input's units.
 
     The image is standardized by its own mean and std, predicted in tiles with enough
@@ -111,6 +111,11 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     re-colours the result (`n2s_tf.whitening`; adaptation and calibration then see white
     noise); "auto" does so for a blind-spot model (or with adaptation) when `n2s_tf.noise`
     finds the noise correlated, and always for a model trained with whiten="on"; False never.
+    `collaborative`: True refines the prediction of a 2D image by collaborative filtering
+    (`n2s_tf.collaborative`: block matching on the prediction finds again the repeated texture
+    a network smooths away; about as long again as the prediction on a CPU). It assumes white
+    Gaussian noise of one level, measured on the image; skipped, with a warning, where the noise
+    verdict is correlated. Not a default: on counting noise it loses (docs/benchmarks.md).
     """
     from n2s_tf.data import all_finite
     from n2s_tf.export import LoadedModel
@@ -164,12 +169,17 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
         whiten = True  # trained on whitened images (train.py --whiten=on): denoise them so
     if calibrate == "auto" and (not blind or whiten is True):
         calibrate = False
-    if (whiten is not False or calibrate) and not all_finite(image):
+    if collaborative not in (True, False):
+        raise ConfigError(f"collaborative must be True or False, got {collaborative!r}")
+    if collaborative and model.ndim != 2:
+        raise ConfigError(f"collaborative filtering works on 2D images; this model takes {model.ndim}D ones")
+    if (whiten is not False or calibrate or collaborative) and not all_finite(image):
         image = repaired_copy(image)  # the noise spectrum and the whitening need finite pixels
     from n2s_tf.noise import channel_reports, correlated_spectra, homoscedastic
 
     # The noise verdict of each channel, measured once; its spectra are reused by the whitening.
-    reports = channel_reports(image, model.ndim) if whiten == "auto" or (calibrate and not whiten) else None
+    reports = (channel_reports(image, model.ndim)
+               if whiten == "auto" or (calibrate and not whiten) or collaborative else None)
     spectra = correlated_spectra(reports)
     if whiten == "auto":
         whiten = spectra is not None
@@ -185,13 +195,31 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
         warnings.warn("calibration skipped: the noise is correlated and calibration assumes white noise",
                       UserWarning, stacklevel=2)
         calibrate = False
+    if collaborative and spectra is not None:
+        warnings.warn("collaborative filtering skipped: the noise is correlated and it assumes white noise",
+                      UserWarning, stacklevel=2)
+        collaborative = False
     if whiten:
         from n2s_tf.whitening import denoise_whitened
 
         out = denoise_whitened(run, image, model.ndim, spectra)
     else:
         out = run(image)
+    if collaborative:
+        out = refine_collaboratively(image, out)
     return out[..., 0] if squeeze else out
+
+
+def refine_collaboratively(image, denoised):
+    """`n2s_tf.collaborative.refine` of each channel of a (H, W, C) image, for white noise of
+    the level `noise.white_noise_level` measures on that channel (skipped under MIN_TILE px)."""
+    from n2s_tf.collaborative import refine
+    from n2s_tf.noise import MIN_TILE, white_noise_level
+
+    if min(image.shape[:2]) < MIN_TILE:
+        return denoised
+    return np.stack([refine(image[..., c], denoised[..., c], white_noise_level(image[..., c], 2))
+                     for c in range(image.shape[-1])], axis=-1)
 
 
 def denoise_halves(image_a: np.ndarray, image_b: np.ndarray, model=None, *, calibrate: bool = True,

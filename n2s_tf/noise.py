@@ -43,6 +43,8 @@ LAGS = (1, 2, 3)
 # noise_level_ratio: brightness groups, and the pixels measured at most (a central crop).
 LEVEL_BINS = 10
 LEVEL_PIXELS = 2**22
+# white_noise_level reads the spectrum above this (cycles/pixel).
+LEVEL_CUT = 0.4
 # Largest noise_level_ratio of "homoscedastic" noise. Gaussian noise of sigma 15-50 on photographs
 # reads 1.1-1.7 (edges and textures add to the residual), counting noise of micrographs 1.0-1.6;
 # counting noise on a dark background, from 2 up to inf.
@@ -171,6 +173,14 @@ def noise_report(image, ndim=None, tile=None, low_cut=LOW_CUT, max_tiles=MAX_TIL
         verdict = "unknown"
     return {"spectrum": spectrum, "radial": (freqs, power), "lags": lags, "lag1": lag1,
             "verdict_lag1": verdict_lag1, "verdict": verdict, "power_ratio": ratio}
+
+
+def white_noise_level(image, ndim=None, above=LEVEL_CUT):
+    """The std of white noise in `image`: the root of the median, over the tiles' spectrum
+    (tile_spectrum) above `above` cycles/px, of its bins. There the noise outweighs a
+    photograph's signal, and a texture's few strong frequencies do not move the median."""
+    spectrum = tile_spectrum(image, ndim)
+    return float(np.sqrt(np.median(spectrum[frequency_radius(spectrum.shape) >= above])))
 
 
 def noise_level_ratio(image, ndim=None, bins=LEVEL_BINS, max_pixels=LEVEL_PIXELS):

@@ -132,6 +132,45 @@ def test_api_calibrates_blind_spot_models_on_white_noise_of_one_level(blind_spot
         n2s_tf.denoise(white, blind, calibrate="yes")
 
 
+def test_api_refines_collaboratively_when_asked_on_white_noise(blind_spot_export):
+    """collaborative=True refines the prediction by collaborative filtering (n2s_tf.collaborative)
+    with the noise level measured on the image; skipped with a warning on correlated noise; off
+    by default."""
+    import n2s_tf
+    from n2s_tf.api import refine_collaboratively
+    from n2s_tf.errors import ConfigError
+
+    supervised = n2s_tf.load_model(blind_spot_export[1])
+    white = (np.random.default_rng(5).normal(100, 5, (128, 128))).astype(np.float32)
+    plain = n2s_tf.denoise(white, supervised)
+    assert np.array_equal(plain, n2s_tf.denoise(white, supervised, collaborative=False))
+    refined = n2s_tf.denoise(white, supervised, collaborative=True)
+    assert not np.allclose(refined, plain, atol=1e-3)
+    np.testing.assert_allclose(refined, refine_collaboratively(white[..., None], plain[..., None])[..., 0], atol=1e-4)
+    correlated = (synthetic.correlated_noise((128, 128), 0.6, rng=4) * 5 + 100).astype(np.float32)
+    with pytest.warns(UserWarning, match="collaborative filtering skipped: the noise is correlated"):
+        skipped = n2s_tf.denoise(correlated, supervised, collaborative=True)
+    assert np.array_equal(skipped, n2s_tf.denoise(correlated, supervised))
+    with pytest.raises(ConfigError, match="collaborative"):
+        n2s_tf.denoise(white, supervised, collaborative="yes")
+
+
+def test_collaborative_filtering_of_volumes_is_refused(tmp_path):
+    import n2s_tf
+    from n2s_tf.errors import ConfigError
+    from n2s_tf.export import export_model
+    from n2s_tf.networks import build_network
+
+    network = build_network("unet", ndim=3, depth=1, base_filters=2)
+    meta = {"ndim": 3, "channels": 1, "stride": network.stride, "receptive_field": network.receptive_field,
+            "method": "n2t", "network": "unet", "steps": 0}
+    model = n2s_tf.load_model(export_model(network, meta, str(tmp_path)))
+    volume = np.random.default_rng(8).normal(100, 5, (16, 16, 16)).astype(np.float32)
+    assert n2s_tf.denoise(volume, model).shape == volume.shape
+    with pytest.raises(ConfigError, match="collaborative filtering works on 2D images"):
+        n2s_tf.denoise(volume, model, collaborative=True)
+
+
 def test_calibration_is_skipped_with_a_warning_on_correlated_noise_it_does_not_whiten(blind_spot_export):
     import warnings
 

@@ -47,6 +47,8 @@ flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
 flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and flips; 8x slower)")
 flags.DEFINE_boolean("calibrate", None, "mix prediction and input per Fourier ring (2x slower; "
                      "n2s_tf/calibration.py); unset = blind-spot models on white noise of one level")
+flags.DEFINE_boolean("collaborative", False, "2D, white Gaussian noise: recover repeated texture by block "
+                     "matching (2x the time; n2s_tf/collaborative.py)")
 flags.DEFINE_enum("whiten", "auto", ["auto", "on", "off"], "whiten correlated noise with the image's own spectrum, "
                   "re-colour after; auto = blind-spot models on correlated noise")
 flags.DEFINE_boolean("report_noise", False, "print each input's noise autocorrelation (lags 1-3) and "
@@ -205,7 +207,7 @@ def _denoise(image, model):
 
     tiling = dict(tile=FLAGS.tile, max_memory=FLAGS.max_memory * 1e9, tta=FLAGS.tta,
                   adapt_steps=FLAGS.adapt_steps, adapt_method=FLAGS.adapt_method,
-                  calibrate=auto_if_unset(FLAGS.calibrate),
+                  calibrate=auto_if_unset(FLAGS.calibrate), collaborative=FLAGS.collaborative,
                   whiten=WHITEN[FLAGS.whiten])
     if image.kind == "stack":
         return np.stack([api.denoise(plane, model, **tiling) for plane in image.data])
