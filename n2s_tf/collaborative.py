@@ -107,10 +107,13 @@ def match_blocks(guide, block=BLOCK, stride=STRIDE, radius=RADIUS, group=GROUP):
     # so that every pixel is covered.
     table[offsets.index((0, 0))] = -1.0
     best = np.argpartition(table, group - 1, axis=0)[:group].T  # (refs, group)
+    chosen = np.take_along_axis(table.T, best, axis=1)
+    order = np.argsort(chosen, axis=1)  # nearest first: the reference leads its group
+    best, chosen = np.take_along_axis(best, order, axis=1), np.take_along_axis(chosen, order, axis=1)
     steps = np.array(offsets)[best]
     # On images barely larger than a block a reference may have fewer candidates than the
     # group holds: the missing ones repeat the reference itself.
-    steps[~np.isfinite(np.take_along_axis(table.T, best, axis=1))] = 0
+    steps[~np.isfinite(chosen)] = 0
     rows, cols = (g.ravel() for g in np.meshgrid(ref_rows, ref_cols, indexing="ij"))
     return rows[:, None] + steps[..., 0], cols[:, None] + steps[..., 1]
 

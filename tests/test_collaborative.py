@@ -50,7 +50,9 @@ def test_block_matching_finds_the_brute_force_nearest_blocks():
         nearest = sorted(distances.values())[:6]
         found = sorted(distances[(i, j)] for i, j in zip(rows[k], cols[k]))
         np.testing.assert_allclose(found, nearest, rtol=1e-4, atol=1e-3)
-        assert (r, c) in set(zip(rows[k].tolist(), cols[k].tolist()))  # itself, at distance 0
+        assert (rows[k][0], cols[k][0]) == (r, c)  # itself first, then the others nearest first
+        np.testing.assert_allclose([distances[(i, j)] for i, j in zip(rows[k], cols[k])], nearest, rtol=1e-4,
+                                   atol=1e-3)
 
 
 def test_tiny_images_repeat_the_reference_when_candidates_run_out():
