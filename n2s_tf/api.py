@@ -113,7 +113,7 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     finds the noise correlated, and always for a model trained with whiten="on"; False never.
     `collaborative`: True refines the prediction of a 2D image by collaborative filtering
     (`n2s_tf.collaborative`: block matching on the prediction finds again the repeated texture
-    a network smooths away; about as long again as the prediction on a CPU). It assumes white
+    a network smooths away; about 4x the prediction's time on a CPU). It assumes white
     Gaussian noise of one level, measured on the image; skipped, with a warning, where the noise
     verdict is correlated. Not a default: on counting noise it loses (docs/benchmarks.md).
     """

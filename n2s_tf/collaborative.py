@@ -16,8 +16,8 @@ noise of std `sigma`:
    in the group and it comes back. It is added to the network's output through a gate that
    opens with its local energy (`gate`, `window`): residual noise that passed the threshold by
    chance stays out of flat regions;
-3. a Wiener filter of the noisy image's groups with that sum as the pilot (BM3D's second
-   stage), and the mean of the two: the network's and the filter's errors differ, so the mean
+3. a Wiener filter of the noisy image's groups, matched again on that sum, with the sum as the
+   pilot (BM3D's second stage), and the mean of the two: the network's and the filter's errors differ, so the mean
    beats either on textured photographs.
 
 The filters assume white Gaussian noise of one level: on counting noise, whose level follows
@@ -43,7 +43,8 @@ WINDOW = 15  # px: the side of the window of that local energy
 CHUNK = 2048  # reference blocks filtered at a time (bounds the memory of their groups)
 TILE = 512  # px: images larger than this are refined in windows of TILE + 2 * MARGIN
 # Reach of one output pixel: three rounds of filtering in groups (a block and the search
-# radius each) and half the gate's window; a multiple of STRIDE, so windows keep the grid.
+# radius each; the second matching reads the pilot within the last round's reach) and half
+# the gate's window; a multiple of STRIDE, so windows keep the reference grid.
 MARGIN = 3 * (RADIUS + BLOCK) + 12
 
 
@@ -188,7 +189,8 @@ def refine_window(noisy, denoised, sigma, gate=GATE, window=WINDOW):
     found = collaborative_filter(residual, groups, sigma, pilot=found)
     energy = ndimage.uniform_filter(found**2, window)
     pilot = denoised + found * energy / (energy + gate * sigma**2)
-    return 0.5 * (pilot + collaborative_filter(noisy, groups, sigma, pilot=pilot))
+    # Matched again on the pilot, which now holds the texture the network had erased.
+    return 0.5 * (pilot + collaborative_filter(noisy, match_blocks(pilot), sigma, pilot=pilot))
 
 
 def refine(noisy, denoised, sigma, tile=TILE):

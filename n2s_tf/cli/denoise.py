@@ -48,7 +48,7 @@ flags.DEFINE_boolean("tta", False, "8-fold test-time augmentation (rotations and
 flags.DEFINE_boolean("calibrate", None, "mix prediction and input per Fourier ring (2x slower; "
                      "n2s_tf/calibration.py); unset = blind-spot models on white noise of one level")
 flags.DEFINE_boolean("collaborative", False, "2D, white Gaussian noise: recover repeated texture by block "
-                     "matching (2x the time; n2s_tf/collaborative.py)")
+                     "matching (4x slower; n2s_tf/collaborative.py)")
 flags.DEFINE_enum("whiten", "auto", ["auto", "on", "off"], "whiten correlated noise with the image's own spectrum, "
                   "re-colour after; auto = blind-spot models on correlated noise")
 flags.DEFINE_boolean("report_noise", False, "print each input's noise autocorrelation (lags 1-3) and "
