@@ -114,8 +114,8 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
     `collaborative`: True refines the prediction of a 2D image by collaborative filtering
     (`n2s_tf.collaborative`: block matching on the prediction finds again the repeated texture
     a network smooths away; about 4x the prediction's time on a CPU). It assumes white
-    Gaussian noise of one level, measured on the image; skipped, with a warning, where the noise
-    verdict is correlated. Not a default: on counting noise it loses (docs/benchmarks.md).
+    Gaussian noise of one level, measured on the image; a warning says where the noise verdict is
+    correlated. Not a default: on counting noise it loses (docs/benchmarks.md).
     """
     from n2s_tf.data import all_finite
     from n2s_tf.export import LoadedModel
@@ -196,9 +196,10 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
                       UserWarning, stacklevel=2)
         calibrate = False
     if collaborative and spectra is not None:
-        warnings.warn("collaborative filtering skipped: the noise is correlated and it assumes white noise",
-                      UserWarning, stacklevel=2)
-        collaborative = False
+        # Done all the same: sharp periodic texture (a chessboard) reads as correlated noise, and
+        # that is where it is asked for.
+        warnings.warn("collaborative filtering assumes white noise, and the noise verdict is correlated "
+                      "(or a sharp texture reads so)", UserWarning, stacklevel=2)
     if whiten:
         from n2s_tf.whitening import denoise_whitened
 
