@@ -58,10 +58,12 @@ def dct_matrix(n):
 
 
 def _workers():
+    """Threads for the block matching and the filters: the CPUs this process may use, at most 4."""
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def _map(function, items):
+    """[function(item) for item in items], in _workers() threads."""
     items = list(items)
     with ThreadPoolExecutor(_workers()) as pool:
         return list(pool.map(function, items))
