@@ -116,8 +116,9 @@ def repair_nonfinite(image: np.ndarray, fallback=0.0) -> int:
 def sample_image(name: str) -> np.ndarray:
     """A grayscale sample image that ships with a dependency (no download), float32 (H, W) on
     the 0-255 scale, by name: scikit-image's by its function name ("camera"; "motorcycle" is
-    the left view of stereo_motorcycle), PyWavelets' as "pywt:ascent", matplotlib's sample data
-    as "matplotlib:grace_hopper.jpg" (and its MRI slice, "matplotlib:s1045.ima.gz").
+    the left view of stereo_motorcycle, "chessboard" its photograph chessboard_GRAY.png),
+    PyWavelets' as "pywt:ascent", matplotlib's sample data as "matplotlib:grace_hopper.jpg"
+    (and its MRI slice, "matplotlib:s1045.ima.gz").
     Binary and [0, 1] images are scaled to 0-255."""
     import skimage.color
 
@@ -142,7 +143,16 @@ def sample_image(name: str) -> np.ndarray:
     elif source == "":
         import skimage.data
 
-        image = skimage.data.stereo_motorcycle()[0] if item == "motorcycle" else getattr(skimage.data, item)()
+        if item == "motorcycle":
+            image = skimage.data.stereo_motorcycle()[0]
+        elif item == "chessboard":  # a photograph of a chessboard, a file with no loader function
+            import os
+
+            import skimage.io
+
+            image = skimage.io.imread(os.path.join(os.path.dirname(skimage.data.__file__), "chessboard_GRAY.png"))
+        else:
+            image = getattr(skimage.data, item)()
     else:
         raise ValueError(f"unknown source {source!r}")
     image = np.asarray(image, np.float64)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,8 +55,16 @@ def test_the_general_models_training_set_holds_none_of_the_benchmark_images(tmp_
     written = {name[:-len(".tif")].removesuffix("_half") for name in os.listdir(tmp_path)}
     benchmark = run("-c", f"import sys; sys.path.insert(0, {BENCH!r}); import quality; "
                           f"print(*quality.IMAGES, *quality.TEXTURES)").split()
-    assert len(written) == 17 and set(benchmark) >= {"brick", "gravel"} and len(set(benchmark)) == 9
+    assert len(written) == 17 and set(benchmark) >= {"brick", "gravel", "chessboard"} and len(set(benchmark)) == 10
     assert not written & set(benchmark) and "cat" not in written  # cat is chelsea
+
+
+def test_the_chessboard_photograph_loads_whole():
+    from n2s_tf.data import sample_image
+
+    image = sample_image("chessboard")  # scikit-image's chessboard_GRAY.png, no loader function
+    assert image.shape == (200, 200) and image.dtype == np.float32
+    assert image.min() < 30 and image.max() > 220
 
 
 def test_the_tomogram_bench_scores_volumes_as_volumes(tmp_path):
