@@ -206,21 +206,19 @@ def denoise(image: np.ndarray, model=None, *, tile: Optional[int] = None, max_me
         out = denoise_whitened(run, image, model.ndim, spectra)
     else:
         out = run(image)
-    if collaborative:
-        out = refine_collaboratively(image, out)
+    if collaborative and reports is not None:  # None: too small to measure the noise
+        out = refine_collaboratively(image, out, reports)
     return out[..., 0] if squeeze else out
 
 
-def refine_collaboratively(image, denoised):
+def refine_collaboratively(image, denoised, reports):
     """`n2s_tf.collaborative.refine` of each channel of a (H, W, C) image, for white noise of
-    the level `noise.white_noise_level` measures on that channel (skipped under MIN_TILE px)."""
+    the level `noise.white_noise_level` reads in that channel's noise report."""
     from n2s_tf.collaborative import refine
-    from n2s_tf.noise import MIN_TILE, white_noise_level
+    from n2s_tf.noise import white_noise_level
 
-    if min(image.shape[:2]) < MIN_TILE:
-        return denoised
-    return np.stack([refine(image[..., c], denoised[..., c], white_noise_level(image[..., c], 2))
-                     for c in range(image.shape[-1])], axis=-1)
+    return np.stack([refine(image[..., c], denoised[..., c], white_noise_level(report["spectrum"]))
+                     for c, report in enumerate(reports)], axis=-1)
 
 
 def denoise_halves(image_a: np.ndarray, image_b: np.ndarray, model=None, *, calibrate: bool = True,

@@ -175,11 +175,12 @@ def noise_report(image, ndim=None, tile=None, low_cut=LOW_CUT, max_tiles=MAX_TIL
             "verdict_lag1": verdict_lag1, "verdict": verdict, "power_ratio": ratio}
 
 
-def white_noise_level(image, ndim=None, above=LEVEL_CUT):
-    """The std of white noise in `image`: the root of the median, over the tiles' spectrum
-    (tile_spectrum) above `above` cycles/px, of its bins. There the noise outweighs a
-    photograph's signal, and a texture's few strong frequencies do not move the median."""
-    spectrum = tile_spectrum(image, ndim)
+def white_noise_level(spectrum, above=LEVEL_CUT):
+    """The std of white noise, from an image's tile spectrum (`tile_spectrum`, or a
+    `noise_report`'s "spectrum", the same above LOW_CUT): the root of the median of its bins
+    above `above` cycles/px. There the noise outweighs a photograph's signal, and a texture's
+    few strong frequencies do not move the median."""
+    spectrum = np.asarray(spectrum)
     return float(np.sqrt(np.median(spectrum[frequency_radius(spectrum.shape) >= above])))
 
 

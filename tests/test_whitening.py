@@ -146,7 +146,9 @@ def test_api_refines_collaboratively_when_asked_on_white_noise(blind_spot_export
     assert np.array_equal(plain, n2s_tf.denoise(white, supervised, collaborative=False))
     refined = n2s_tf.denoise(white, supervised, collaborative=True)
     assert not np.allclose(refined, plain, atol=1e-3)
-    np.testing.assert_allclose(refined, refine_collaboratively(white[..., None], plain[..., None])[..., 0], atol=1e-4)
+    reports = noise.channel_reports(white[..., None], 2)
+    np.testing.assert_allclose(refined, refine_collaboratively(white[..., None], plain[..., None], reports)[..., 0],
+                               atol=1e-4)
     correlated = (synthetic.correlated_noise((128, 128), 0.6, rng=4) * 5 + 100).astype(np.float32)
     with pytest.warns(UserWarning, match="collaborative filtering assumes white noise, and the noise verdict"):
         warned = n2s_tf.denoise(correlated, supervised, collaborative=True)
