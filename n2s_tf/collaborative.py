@@ -17,8 +17,8 @@ noise of std `sigma`:
    opens with its local energy (`gate`, `window`): residual noise that passed the threshold by
    chance stays out of flat regions;
 3. a Wiener filter of the noisy image's groups, matched again on that sum, with the sum as the
-   pilot (BM3D's second stage), and the mean of the two: the network's and the filter's errors differ, so the mean
-   beats either on textured photographs.
+   pilot (BM3D's second stage), and the mean of the two: the network's and the filter's errors
+   differ, so the mean beats either on textured photographs.
 
 The filters assume white Gaussian noise of one level: on counting noise, whose level follows
 the brightness, they lose (docs/benchmarks.md), so the refinement is asked for, not a default.
@@ -30,6 +30,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
@@ -49,17 +50,14 @@ MARGIN = 3 * (RADIUS + BLOCK) + 12
 
 
 def dct_matrix(n):
-    """Orthonormal DCT-II matrix (n, n): rows are the basis vectors."""
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None, :]
-    matrix = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
-    matrix[0] /= np.sqrt(2.0)
-    return matrix.astype(np.float32)
+    """Orthonormal DCT-II matrix (n, n): rows are the basis vectors (scipy's DCT of the identity)."""
+    return scipy.fft.dct(np.eye(n), norm="ortho", axis=0).astype(np.float32)
 
 
 def _workers():
     """Threads for the block matching and the filters: the CPUs this process may use, at most 4."""
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(4, usable)
 
 
 def _map(function, items):
